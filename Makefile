@@ -1,0 +1,33 @@
+# Thermowatch: the two commands a newcomer needs are `make demo` and `make test`.
+# Both run `make setup` first, which is idempotent and quick when everything is present.
+VENV := .venv
+PY := $(VENV)/bin/python
+export THERMOWATCH_MICROPYTHON ?= $(CURDIR)/.cache/micropython/micropython
+export THERMOWATCH_MPY_CROSS ?= $(CURDIR)/.cache/micropython/mpy-cross
+
+.PHONY: setup test lint typecheck demo bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+test: setup lint typecheck
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/thermowatch demo
+
+bench: setup
+	$(PY) bench/ingest.py
+	$(PY) bench/edge.py
+	$(PY) bench/firmware.py
+	$(PY) bench/alerts.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

@@ -1,0 +1,1 @@
+"""Helpers that start and control real services for the tests (PostgreSQL, Mosquitto, processes)."""

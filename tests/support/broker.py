@@ -1,0 +1,118 @@
+"""A private Mosquitto broker per test session, on a free port, with a generated config.
+
+Tests own it: they can stop, kill and restart it, and give it password and ACL files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.support.net import free_port, port_open, wait_for
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class MosquittoBroker:
+    """A mosquitto process with its own config, persistence folder and log."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        allow_anonymous: bool = True,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        extra_config: str = "",
+    ) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.allow_anonymous = allow_anonymous
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self.extra_config = extra_config
+        self.config_path = workdir / "mosquitto.conf"
+        self.log_path = workdir / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "autosave_interval 1",
+            # Root-started mosquitto drops to user 'mosquitto' and then cannot write here.
+            "user root",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "max_queued_messages 100000",
+            "max_inflight_messages 100",
+            "message_size_limit 262144",
+        ]
+        if self.password_file:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        self.config_path.write_text("\n".join(lines) + "\n" + self.extra_config)
+
+    def start(self) -> MosquittoBroker:
+        self.write_config()
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for(lambda: port_open(self.port), 10, what=f"mosquitto on {self.port}")
+        except TimeoutError:
+            err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            raise RuntimeError(f"mosquitto did not start: {err}\n{self.log()}") from None
+        return self
+
+    def reload(self) -> None:
+        """Re-read password and ACL files without restarting (SIGHUP)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+def add_password(password_file: Path, username: str, password: str) -> None:
+    """Add or replace a user in a mosquitto password file (hashed by mosquitto_passwd)."""
+    args = ["mosquitto_passwd", "-b", str(password_file), username, password]
+    if not password_file.exists():
+        args.insert(1, "-c")
+    subprocess.run(args, check=True, capture_output=True, env={**os.environ})

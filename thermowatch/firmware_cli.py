@@ -1,0 +1,7 @@
+"""``thermowatch firmware ...``: build, flash and check MicroPython sensor boards."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

@@ -64,8 +64,8 @@ T_CONFIG = "config"  # cloud -> device, retained
 T_ACK = "ack"  # cloud -> device, QoS 1, after the batch is committed
 SHARED_GROUP = "thermowatch-collectors"
 
-# CoAP and HTTP paths.
-COAP_PATH_READINGS = ("tw", "v1", "readings")  # coap://host/tw/v1/readings/<device>
+# CoAP uses the MQTT topic as its path (POST coap://host/tw/v1/<device>/readings, confirmable);
+# HTTP has one ingest endpoint and takes the device from the batch and its credential.
 HTTP_INGEST_PATH = "/api/v1/ingest"
 
 

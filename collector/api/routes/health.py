@@ -1,0 +1,41 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: database reachable, writer healthy, MQTT connected")
+def readyz(request: Request, response: Response) -> dict[str, object]:
+    state = request.app.state
+    checks: dict[str, bool] = {}
+    try:
+        with state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = True
+    except Exception:
+        checks["database"] = False
+    writer = getattr(state, "writer", None)
+    if writer is not None:
+        # A writer that has not committed yet is healthy unless the database is down.
+        checks["writer"] = writer.healthy.is_set() or checks["database"]
+    mqtt = getattr(state, "mqtt", None)
+    if mqtt is not None:
+        checks["mqtt"] = mqtt.connected.is_set()
+    ready = all(checks.values())
+    response.status_code = 200 if ready else 503
+    return {"ready": ready, "checks": checks}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+def metrics_endpoint() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,50 @@
+"""HTTP ingest: ``POST /api/v1/ingest`` with a protocol v1 batch (JSON or CBOR).
+
+The response is sent after the batch is committed and carries the same ack as MQTT and CoAP.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, Response
+
+from collector.api.deps import Pipeline
+from collector.ingest.pipeline import CBOR, JSON, Overloaded
+from shared import protocol as p
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.post(
+    p.HTTP_INGEST_PATH,
+    summary="Ingest one batch",
+    description="Body: a protocol v1 batch (application/json or application/cbor). Answers with "
+    "the acknowledgement after the batch is committed: 200 with counts of stored, duplicate "
+    "and rejected records; 400 when the batch as a whole is unusable; 503 when busy.",
+    responses={
+        200: {"description": "Committed"},
+        400: {"description": "Batch refused"},
+        413: {"description": "Too large"},
+    },
+)
+async def ingest(request: Request, pipeline: Pipeline) -> Response:
+    body = await request.body()
+    if len(body) > pipeline.settings.max_payload_bytes:
+        # Refused before parsing; still recorded through the pipeline with its reason.
+        await pipeline.submit_async(body, identity=None, transport="http")
+        raise HTTPException(status_code=413, detail="oversize")
+    content_type = request.headers.get("content-type", "application/json")
+    body_format = CBOR if "cbor" in content_type else JSON
+    try:
+        outcome = await pipeline.submit_async(
+            body, identity=None, transport="http", body_format=body_format
+        )
+    except Overloaded:
+        raise HTTPException(status_code=503, detail="busy", headers={"Retry-After": "1"}) from None
+    if outcome.error and not outcome.ackable:
+        raise HTTPException(status_code=400, detail=outcome.error)
+    if outcome.error:
+        raise HTTPException(status_code=403, detail=outcome.error)
+    ack = p.encode_ack(
+        outcome.seq, outcome.boot_id, outcome.stored, outcome.duplicates, outcome.rejected
+    )
+    return Response(ack, media_type="application/json")

@@ -1,0 +1,68 @@
+"""Collector settings: one pydantic-settings class, read from ``THERMOWATCH_*`` variables."""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import protocol
+
+
+class Settings(BaseSettings):
+    """Every collector setting, with units in the names and safe defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="THERMOWATCH_", env_file=None, extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/thermowatch"
+
+    # MQTT ingest. The client id must be stable across restarts so the broker keeps the
+    # persistent session (and its unacknowledged messages) for this instance.
+    mqtt_enabled: bool = True
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_client_id: str = Field(default_factory=lambda: f"tw-collector-{socket.gethostname()}")
+    mqtt_shared_group: str = protocol.SHARED_GROUP
+    mqtt_session_expiry_s: int = 7 * 24 * 3600
+    mqtt_keepalive_s: int = 30
+
+    # CoAP ingest (UDP).
+    coap_enabled: bool = True
+    coap_host: str = "127.0.0.1"
+    coap_port: int = 5683
+
+    # HTTP API.
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+
+    # Group commit: a transaction holds up to this many readings, or whatever arrived within the
+    # wait, whichever comes first.
+    ingest_batch_max_readings: int = 20_000
+    ingest_max_wait_ms: int = 50
+    ingest_queue_max_readings: int = 500_000
+    max_payload_bytes: int = protocol.MAX_PAYLOAD_BYTES
+
+    # Validation.
+    min_valid_c: float = -60.0
+    max_valid_c: float = 150.0
+    max_future_skew_s: int = 300
+    max_age_days: int = 400
+    reject_raw_max_bytes: int = 4096
+    # Devices must be registered before they may send; a development setting lets the first batch
+    # register a device (never on in production: anyone could invent devices).
+    auto_register_devices: bool = False
+
+    # Storage (TimescaleDB).
+    chunk_interval_days: int = 1
+    # Used only with the Timescale-licensed edition (compression, retention policies).
+    compress_after_days: int = 7
+    retention_days: int = 0  # 0 keeps raw readings forever
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Database access: connection URLs, schema migrations and TimescaleDB capability detection."""

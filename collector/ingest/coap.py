@@ -1,0 +1,58 @@
+"""CoAP transport (aiocoap): ``POST coap://host/tw/v1/<device>/readings`` with a JSON (50) or
+CBOR (60) body. The response is sent only after the batch is committed, so a confirmable
+request that gets no answer is retransmitted by the board and stored once."""
+
+from __future__ import annotations
+
+import logging
+
+import aiocoap
+import aiocoap.resource as resource
+from aiocoap.numbers.contentformat import ContentFormat
+
+from collector.ingest.pipeline import CBOR, JSON, IngestPipeline, Overloaded
+from shared import protocol as p
+
+log = logging.getLogger(__name__)
+
+
+class ReadingsResource(resource.Resource, resource.PathCapable):
+    """Mounted at ``tw/v1``; answers ``<device>/readings`` and ``<device>/events``."""
+
+    def __init__(self, pipeline: IngestPipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        path = request.opt.uri_path
+        if len(path) != 2 or path[1] not in (p.T_READINGS, p.T_EVENTS):
+            return aiocoap.Message(code=aiocoap.NOT_FOUND)
+        cf = request.opt.content_format
+        if cf in (None, ContentFormat.JSON):
+            body_format = JSON
+        elif cf == ContentFormat.CBOR:
+            body_format = CBOR
+        else:
+            return aiocoap.Message(code=aiocoap.UNSUPPORTED_CONTENT_FORMAT)
+        try:
+            outcome = await self.pipeline.submit_async(
+                request.payload, identity=path[0], transport="coap", body_format=body_format
+            )
+        except Overloaded:
+            return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, payload=b"busy")
+        if outcome.error and not outcome.ackable:
+            return aiocoap.Message(code=aiocoap.BAD_REQUEST, payload=outcome.error.encode())
+        if outcome.error:
+            return aiocoap.Message(code=aiocoap.FORBIDDEN, payload=outcome.error.encode())
+        body = p.encode_ack(
+            outcome.seq, outcome.boot_id, outcome.stored, outcome.duplicates, outcome.rejected
+        )
+        return aiocoap.Message(
+            code=aiocoap.CHANGED, payload=body, content_format=ContentFormat.JSON
+        )
+
+
+async def start_coap_server(pipeline: IngestPipeline, host: str, port: int) -> aiocoap.Context:
+    site = resource.Site()
+    site.add_resource(("tw", "v1"), ReadingsResource(pipeline))
+    return await aiocoap.Context.create_server_context(site, bind=(host, port))

@@ -1,0 +1,176 @@
+"""The one ingest pipeline every transport uses: decode → check identity → validate → queue for
+group commit → acknowledge after commit (through the transport's ``on_done``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import cbor2
+
+from collector import metrics
+from collector.config import Settings
+from collector.ingest.registry import DeviceRegistry
+from collector.ingest.validate import Limits, check_reading
+from collector.ingest.work import Outcome, Reject, Work
+from collector.ingest.writer import GroupCommitWriter
+from shared.decode import BatchError, Reading, decode_object, parse_payload
+
+log = logging.getLogger(__name__)
+
+JSON = "json"
+CBOR = "cbor"
+
+
+class Overloaded(RuntimeError):
+    """The commit queue is full; the sender should retry later."""
+
+
+class IngestPipeline:
+    def __init__(
+        self, settings: Settings, writer: GroupCommitWriter, registry: DeviceRegistry
+    ) -> None:
+        self.settings = settings
+        self.writer = writer
+        self.registry = registry
+        self.limits = Limits(
+            min_valid_c=settings.min_valid_c,
+            max_valid_c=settings.max_valid_c,
+            max_future_skew_ms=settings.max_future_skew_s * 1000,
+            max_age_ms=settings.max_age_days * 86_400_000,
+        )
+
+    def _raw(self, payload: bytes) -> str:
+        cap = self.settings.reject_raw_max_bytes
+        return payload[:cap].decode("utf-8", "replace")
+
+    def prepare(
+        self, payload: bytes, *, identity: str | None, transport: str, body_format: str = JSON
+    ) -> Work:
+        """Turn a payload into work for the writer; never raises for bad input."""
+        metrics.BATCHES.labels(transport).inc()
+        try:
+            if body_format == CBOR:
+                if len(payload) > self.settings.max_payload_bytes:
+                    raise BatchError("oversize", f"{len(payload)} bytes")
+                try:
+                    obj = cbor2.loads(payload)
+                except Exception as exc:  # cbor2 raises several types for bad input
+                    raise BatchError("malformed_cbor", str(exc)[:200]) from None
+            else:
+                obj = parse_payload(payload, max_bytes=self.settings.max_payload_bytes)
+            batch = decode_object(obj)
+        except BatchError as exc:
+            return self._refused(payload, identity, transport, exc.reason, exc.detail)
+
+        outcome = Outcome(batch.device_id, batch.seq, batch.boot_id)
+        if identity is not None and batch.device_id != identity:
+            # A device may only speak for itself: attribute to the authenticated identity.
+            return self._refused(
+                payload,
+                identity,
+                transport,
+                "device_mismatch",
+                f"payload says {batch.device_id!r}",
+                outcome=outcome,
+            )
+        if not self.registry.allowed(batch.device_id):
+            return self._refused(
+                payload, batch.device_id, transport, "unknown_device", None, outcome=outcome
+            )
+
+        work = Work(transport=transport, outcome=outcome, events=batch.events)
+        device = batch.device_id
+        rejects = work.rejects
+        for err in batch.errors:
+            rejects.append(
+                Reject(err.reason, device, f"{err.section}[{err.index}]", err.index, err.raw)
+            )
+        now_ms = int(time.time() * 1000)
+        rows = work.rows
+        limits = self.limits
+        for i, reading in enumerate(batch.readings):
+            row, reason = check_reading(device, reading, now_ms, limits)
+            if row is not None:
+                rows.append(row)
+                if row[5] is not None:
+                    metrics.PROBE_FAULTS.labels(row[5]).inc()
+            else:
+                rejects.append(Reject(reason or "invalid", device, None, i, _reading_raw(reading)))
+        return work
+
+    def _refused(
+        self,
+        payload: bytes,
+        device_id: str | None,
+        transport: str,
+        reason: str,
+        detail: str | None,
+        *,
+        outcome: Outcome | None = None,
+    ) -> Work:
+        outcome = outcome or Outcome(device_id, None, None)
+        outcome.error = reason
+        return Work(
+            transport=transport,
+            outcome=outcome,
+            rejects=[Reject(reason, device_id, detail, None, self._raw(payload))],
+        )
+
+    def submit(
+        self,
+        payload: bytes,
+        *,
+        identity: str | None,
+        transport: str,
+        on_done: Callable[[Outcome], None],
+        body_format: str = JSON,
+        block: bool = True,
+    ) -> None:
+        """Validate and queue a payload; ``on_done`` runs on the writer thread after commit."""
+        work = self.prepare(
+            payload, identity=identity, transport=transport, body_format=body_format
+        )
+        work.on_done = on_done
+        if not self.writer.submit(work, block=block):
+            raise Overloaded("ingest queue full")
+
+    async def submit_async(
+        self, payload: bytes, *, identity: str | None, transport: str, body_format: str = JSON
+    ) -> Outcome:
+        """Validate, queue and wait for the commit; for asyncio transports (CoAP, HTTP)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+
+        def done(outcome: Outcome) -> None:
+            loop.call_soon_threadsafe(_resolve, future, outcome)
+
+        self.submit(
+            payload,
+            identity=identity,
+            transport=transport,
+            on_done=done,
+            body_format=body_format,
+            block=False,
+        )
+        return await future
+
+
+def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def _reading_raw(reading: Reading) -> str:
+    return json.dumps(
+        {
+            "sensor_id": reading.sensor_id,
+            "time_ms": reading.time_ms,
+            "value": reading.value,
+            "quality": reading.quality,
+            "fault": reading.fault,
+        }
+    )

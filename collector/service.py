@@ -1,0 +1,76 @@
+"""Run the collector: migrate, start the group-commit writer, MQTT, CoAP and the HTTP API in one
+process. Several such processes can run side by side; they share the MQTT load through the shared
+subscription and keep all state in TimescaleDB."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from collector.api.app import create_app
+from collector.config import Settings
+from collector.db import migrate
+from collector.db.connection import make_engine
+from collector.ingest.coap import start_coap_server
+from collector.ingest.mqtt import MqttIngest
+from collector.ingest.pipeline import IngestPipeline
+from collector.ingest.registry import DeviceRegistry
+from collector.ingest.writer import GroupCommitWriter
+
+log = logging.getLogger(__name__)
+
+
+def build_writer(settings: Settings) -> GroupCommitWriter:
+    return GroupCommitWriter(
+        settings.database_url,
+        max_readings=settings.ingest_batch_max_readings,
+        max_wait_s=settings.ingest_max_wait_ms / 1000,
+        queue_max_readings=settings.ingest_queue_max_readings,
+    )
+
+
+async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
+    capabilities = migrate.upgrade(settings, wait_s=db_wait_s)
+    writer = build_writer(settings)
+    writer.start()
+    registry = DeviceRegistry(settings.database_url, auto_register=settings.auto_register_devices)
+    pipeline = IngestPipeline(settings, writer, registry)
+    engine = make_engine(settings.database_url)
+    mqtt = MqttIngest(settings, pipeline) if settings.mqtt_enabled else None
+    app = create_app(
+        engine=engine,
+        pipeline=pipeline,
+        capabilities=capabilities,
+        writer=writer,
+        mqtt=mqtt,
+        registry=registry,
+        settings=settings,
+    )
+    coap = None
+    if settings.coap_enabled:
+        coap = await start_coap_server(pipeline, settings.coap_host, settings.coap_port)
+        log.info("CoAP listening on %s:%s", settings.coap_host, settings.coap_port)
+    if mqtt is not None:
+        mqtt.start()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    try:
+        await server.serve()
+    finally:
+        log.info("shutting down")
+        if mqtt is not None:
+            mqtt.stop()
+        if coap is not None:
+            await coap.shutdown()
+        # Commit what was accepted; anything not committed was not acknowledged either.
+        await asyncio.to_thread(writer.stop)
+        engine.dispose()

@@ -1,4 +1,4 @@
-"""Test databases on the local PostgreSQL, each with the timescaledb extension, dropped after use."""
+"""Test databases on the local PostgreSQL with the timescaledb extension, dropped after use."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 def wait_for(
     condition: Callable[[], T], timeout_s: float = 30.0, interval_s: float = 0.05, what: str = ""
 ) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after the timeout."""
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
     deadline = time.monotonic() + timeout_s
     last_exc: Exception | None = None
     while time.monotonic() < deadline:

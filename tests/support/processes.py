@@ -1,0 +1,125 @@
+"""Start Thermowatch programs as real subprocesses (the way users run them) for tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.net import free_port, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def thermowatch_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "thermowatch.cli", *args]
+
+
+class ManagedProcess:
+    """A subprocess with its own log file, which tests can stop, kill and restart."""
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
+        self.args = args
+        self.env = env
+        self.name = name
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+        )
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 15) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class CollectorProcess(ManagedProcess):
+    def __init__(self, env: dict[str, str], http_port: int, coap_port: int, name: str) -> None:
+        super().__init__(thermowatch_command("collector", "serve"), env, name)
+        self.http_port = http_port
+        self.coap_port = coap_port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def wait_ready(self, timeout_s: float = 30) -> CollectorProcess:
+        def ready() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.log()}")
+            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+
+        try:
+            wait_for(ready, timeout_s, what=f"{self.name} ready")
+        except TimeoutError:
+            raise TimeoutError(f"{self.name} not ready:\n{self.log()}") from None
+        return self
+
+    def start(self) -> CollectorProcess:
+        super().start()
+        return self
+
+
+def start_collector(
+    database_url: str,
+    broker_port: int | None,
+    *,
+    name: str = "collector",
+    client_id: str | None = None,
+    auto_register: bool = True,
+    wait: bool = True,
+    **settings: Any,
+) -> CollectorProcess:
+    """Start ``thermowatch collector serve`` on free ports against the given DB and broker.
+
+    ``settings`` become ``THERMOWATCH_<NAME>`` environment variables.
+    """
+    http_port, coap_port = free_port(), free_port(socket.SOCK_DGRAM)
+    env = {
+        **os.environ,
+        "THERMOWATCH_DATABASE_URL": database_url,
+        "THERMOWATCH_HTTP_PORT": str(http_port),
+        "THERMOWATCH_COAP_PORT": str(coap_port),
+        "THERMOWATCH_AUTO_REGISTER_DEVICES": "true" if auto_register else "false",
+        "THERMOWATCH_MQTT_CLIENT_ID": client_id or f"tw-test-{name}-{http_port}",
+    }
+    if broker_port is None:
+        env["THERMOWATCH_MQTT_ENABLED"] = "false"
+    else:
+        env["THERMOWATCH_MQTT_PORT"] = str(broker_port)
+    for key, value in settings.items():
+        env[f"THERMOWATCH_{key.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    proc = CollectorProcess(env, http_port, coap_port, name).start()
+    return proc.wait_ready() if wait else proc

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import psycopg
 
@@ -101,7 +102,15 @@ class GroupCommitWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._conn: psycopg.Connection | None = None
+        self._listeners: list[Callable[[list[Work]], None]] = []
         self.healthy = threading.Event()
+
+    def add_commit_listener(self, listener: Callable[[list[Work]], None]) -> None:
+        """Call ``listener(group)`` on the writer thread after each commit (e.g. alert rules).
+
+        Listeners must be quick or hand the work to their own thread: they delay the next commit.
+        """
+        self._listeners.append(listener)
 
     # -- producer side -------------------------------------------------------------------------
 
@@ -198,6 +207,11 @@ class GroupCommitWriter:
             self._pending -= sum(len(w.rows) for w in group)
             metrics.QUEUE_READINGS.set(self._pending)
             self._room.notify_all()
+        for listener in self._listeners:
+            try:
+                listener(group)
+            except Exception:  # a listener's bug must not stop ingest
+                log.exception("commit listener failed")
         for work in group:
             if work.on_done is not None:
                 try:

@@ -27,7 +27,10 @@ class Settings(BaseSettings):
     mqtt_password: str | None = None
     mqtt_client_id: str = Field(default_factory=lambda: f"tw-collector-{socket.gethostname()}")
     mqtt_shared_group: str = protocol.SHARED_GROUP
-    mqtt_session_expiry_s: int = 7 * 24 * 3600
+    # While this instance is down the broker keeps queueing its share of the shared
+    # subscription; long enough to ride out a restart, short enough not to strand messages
+    # when an instance is removed for good (see docs/operations.md).
+    mqtt_session_expiry_s: int = 3600
     mqtt_keepalive_s: int = 30
 
     # CoAP ingest (UDP).

@@ -112,6 +112,9 @@ def start_collector(
         "THERMOWATCH_COAP_PORT": str(coap_port),
         "THERMOWATCH_AUTO_REGISTER_DEVICES": "true" if auto_register else "false",
         "THERMOWATCH_MQTT_CLIENT_ID": client_id or f"tw-test-{name}-{http_port}",
+        # A group of its own unless a test shares one on purpose: a stopped collector's
+        # persistent session would otherwise keep receiving its share of the messages.
+        "THERMOWATCH_MQTT_SHARED_GROUP": f"tw-test-{http_port}",
     }
     if broker_port is None:
         env["THERMOWATCH_MQTT_ENABLED"] = "false"

@@ -25,7 +25,7 @@ def dallas_crc8(data: bytes) -> int:
 
 def scratchpad(celsius: float) -> bytes:
     """Nine scratchpad bytes for a 12-bit reading, with a valid CRC."""
-    raw = int(round(celsius * 16)) & 0xFFFF
+    raw = round(celsius * 16) & 0xFFFF
     body = bytes([raw & 0xFF, raw >> 8, 0x4B, 0x46, 0x7F, 0xFF, 0x0C, 0x10])
     return body + bytes([dallas_crc8(body)])
 

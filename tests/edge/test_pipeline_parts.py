@@ -109,7 +109,7 @@ def test_config_precedence_env_over_toml_over_bundle(
     toml.write_text('sample_period_s = 5\nmqtt_port = 1884\n[[sensors]]\ntype = "cpu"\n')
     monkeypatch.setenv("THERMOWATCH_EDGE_MQTT_PORT", "1999")
     s = load_settings(toml, bundle)
-    assert s.device_id == "gw-1" and s.mqtt_host == "broker.example"
+    assert s.device_id == "gw-1" and s.mqtt_host == "mq.example"
     assert s.mqtt_port == 1999 and s.sample_period_s == 5
     assert s.coap_token == "t" and s.http_url == "https://collector.example"
     assert [x.type for x in s.sensors] == ["cpu"]  # the file's list replaces the bundle's

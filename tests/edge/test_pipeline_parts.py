@@ -94,7 +94,7 @@ def test_config_precedence_env_over_toml_over_bundle(
             {
                 "device_id": "gw-1",
                 "mqtt": {
-                    "host": "broker.example",
+                    "host": "mq.example",
                     "port": 8883,
                     "username": "gw-1",
                     "password": "p",

@@ -148,7 +148,8 @@ def decode_object(obj: Any) -> DecodedBatch:
     """Validate an already parsed batch (from JSON or CBOR) record by record."""
     if not isinstance(obj, dict):
         raise BatchError("malformed_batch", "not an object")
-    if obj.get("v") != p.PROTOCOL_VERSION:
+    # `true` and `1.0` compare equal to 1 in Python but are not version 1.
+    if not _is_int(obj.get("v")) or obj.get("v") != p.PROTOCOL_VERSION:
         raise BatchError("unsupported_version", repr(obj.get("v"))[:40])
     device_id: Any = obj.get("dev")
     seq: Any = obj.get("seq")

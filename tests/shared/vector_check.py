@@ -32,6 +32,13 @@ def mismatches(actual: Any, expected: Any, where: str = "") -> list[str]:
         if math.isclose(actual, expected, rel_tol=TOLERANCE, abs_tol=TOLERANCE):
             return []
         return [f"{where}: {actual!r} != {expected!r}"]
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        if sorted(actual) != sorted(expected):
+            return [f"{where}: keys {sorted(actual)} != {sorted(expected)}"]
+        found_in: list[str] = []
+        for key in expected:
+            found_in += mismatches(actual[key], expected[key], f"{where}.{key}")
+        return found_in
     if isinstance(expected, list) and isinstance(actual, list):
         if len(actual) != len(expected):
             return [f"{where}: length {len(actual)} != {len(expected)}"]

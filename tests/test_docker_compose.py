@@ -1,0 +1,47 @@
+"""docker-compose.yml cannot run here (no Docker engine); check it names what the code expects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from collector.config import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_has_timescaledb_mosquitto_and_the_collector() -> None:
+    services = load()["services"]
+    assert set(services) >= {"timescaledb", "mosquitto", "collector"}
+    assert services["timescaledb"]["image"].startswith("timescale/timescaledb:")
+    assert services["mosquitto"]["image"].startswith("eclipse-mosquitto:2")
+    assert services["collector"]["build"] == "."
+    assert (REPO / "Dockerfile").is_file()
+
+
+def test_collector_environment_names_real_settings() -> None:
+    env = load()["services"]["collector"]["environment"]
+    fields = {f"THERMOWATCH_{name.upper()}" for name in Settings.model_fields}
+    assert set(env) <= fields, set(env) - fields
+    assert "@timescaledb:5432/" in env["THERMOWATCH_DATABASE_URL"]
+    assert env["THERMOWATCH_MQTT_HOST"] == "mosquitto"
+
+
+def test_no_credentials_are_built_in() -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    # Every password is a required variable the user must set.
+    assert "${THERMOWATCH_DB_PASSWORD:?" in text
+    db_env = load()["services"]["timescaledb"]["environment"]
+    assert db_env["POSTGRES_PASSWORD"].startswith("${")
+
+
+def test_mounted_mosquitto_config_exists_and_refuses_anonymous_clients() -> None:
+    volumes = load()["services"]["mosquitto"]["volumes"]
+    host_path = next(v.split(":")[0] for v in volumes if "mosquitto.conf" in v)
+    conf = (REPO / host_path).read_text()
+    assert "allow_anonymous false" in conf

@@ -98,6 +98,7 @@ class Agent:
         }
         self.counters = {"readings": 0, "faults": 0, "events": 0, "acks": 0, "relayed": 0}
         self._stop = threading.Event()
+        self._draining = False
         self._threads: list[threading.Thread] = []
         self._last_batch_at = time.monotonic()
         self._last_commit = 0.0
@@ -140,6 +141,7 @@ class Agent:
         for t in self._threads:
             t.join(timeout=2.0)
         self.step(final=True)
+        self._drain()
         if self.relay is not None:
             self.relay.stop()
         self.forwarder.stop()
@@ -147,6 +149,18 @@ class Agent:
             sensor.close()
         self.spool.close()
         log.info("edge agent stopped")
+
+    def _drain(self) -> None:
+        """On stop, keep forwarding for up to ``shutdown_drain_s`` while the collector is
+        reachable: a planned restart should leave an empty spool behind, not a backlog."""
+        self._draining = True
+        deadline = time.monotonic() + self.settings.shutdown_drain_s
+        while time.monotonic() < deadline and self.forwarder.connected:
+            if not (self.spool.rows or self.outstanding or self._pending_events):
+                break
+            self.step()
+            time.sleep(0.05)
+        self.step(final=True)
 
     # -- sampling (one thread per sensor) -------------------------------------------------------
 
@@ -306,7 +320,7 @@ class Agent:
         # Then new readings, within the window of unacknowledged batches: memory stays bounded
         # however long the backlog is, and the backlog drains in spool order.
         while len(self.outstanding) < s.max_inflight_batches and self.spool.pending > 0:
-            full = self.spool.pending >= s.batch_max_readings
+            full = self.spool.pending >= s.batch_max_readings or self._draining
             if not full and now - self._last_batch_at < s.batch_max_age_s:
                 break
             batch = self.spool.next_batch(KIND_READINGS, self.boot_id, s.batch_max_readings)

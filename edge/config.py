@@ -152,6 +152,8 @@ class EdgeSettings(BaseSettings):
     backoff_min_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(60.0, gt=0)
 
+    shutdown_drain_s: float = Field(5.0, ge=0, le=300)  # keep forwarding this long on stop
+
     clock_synced: bool | None = None  # None: ask the kernel; set it only for tests or odd hosts
     status_interval_s: float = Field(10.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

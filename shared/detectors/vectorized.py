@@ -73,7 +73,7 @@ def ewma_series(
     # The scalar class validates the config and the saved state exactly as the boards do.
     det = _ewma.EwmaDetector(alpha, z_limit, warmup, min_std_c, update_on_anomaly)
     if state is not None:
-        det.set_state(list(state))
+        det.set_state(state)
     x = _as_values(values)
     n = len(x)
     z = np.full(n, np.nan)
@@ -122,7 +122,7 @@ class _Runs:
         self.cond = cond
         self.t = t
         self.needed_s = needed_s
-        self.start = np.maximum.accumulate(np.where(cond & ~prev, k, -1)) if m else k
+        self.start = np.maximum.accumulate(np.where(cond & ~prev, k, -1))
         self.end = np.minimum.accumulate(np.where(cond & ~nxt, k, m)[::-1])[::-1]
         # Would the sample fire if its run had started being timed at the run's first sample?
         ready = cond & (t - t[np.maximum(self.start, 0)] >= needed_s)
@@ -166,7 +166,7 @@ def threshold_series(
     """Run :class:`~shared.detectors.threshold.ThresholdDetector` over one sensor's series."""
     det = _th.ThresholdDetector(high_c, low_c, hysteresis_c, min_duration_s, clear_duration_s)
     if state is not None:
-        det.set_state(list(state))
+        det.set_state(state)
     t_all = np.asarray(times, dtype=np.float64)
     x_all = _as_values(values)
     valid = np.flatnonzero(~np.isnan(x_all))

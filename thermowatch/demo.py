@@ -1,7 +1,154 @@
-"""``thermowatch demo``: the whole system on one machine with simulated probes."""
+"""``thermowatch demo``: the whole system on one machine with simulated probes.
+
+It starts a private Mosquitto on a free port, the collector against a local PostgreSQL with
+TimescaleDB, and an edge agent with simulated probes; then it prints what the API returns. The
+demo lets devices register themselves on first contact, a development setting that production
+never uses (devices are provisioned there; see docs/operations.md).
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
 
-def demo() -> None:
-    """Start a broker, the collector and a simulated edge agent."""
+import httpx
+import psycopg
+import typer
+
+DEMO_DEVICE = "demo-edge"
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ensure_database(admin_url: str, name: str) -> str:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the collector exited:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the collector did not become ready:\n{log.read_text()}")
+
+
+def _show(api: str) -> None:
+    try:
+        latest = httpx.get(f"{api}/api/v1/devices/{DEMO_DEVICE}/latest", timeout=2)
+    except httpx.HTTPError as exc:
+        typer.echo(f"  (API not answering: {exc})")
+        return
+    if latest.status_code == 404:
+        typer.echo("  waiting for the first batch…")
+        return
+    for sensor in latest.json():
+        value = "—" if sensor["value"] is None else f"{sensor['value']:7.3f} °C"
+        fault = f"  last fault: {sensor['last_fault']}" if sensor["last_fault"] else ""
+        typer.echo(f"  {sensor['sensor_id']:<10} {value}  at {sensor['time']}{fault}")
+
+
+def demo(
+    duration_s: float = typer.Option(0, help="Stop after this many seconds (0: until Ctrl-C)"),
+    sensors: int = typer.Option(4, min=1, max=64, help="Simulated probes"),
+    sample_period_s: float = typer.Option(1.0, help="Seconds between samples"),
+    http_port: int = typer.Option(8080, help="Port of the collector's HTTP API"),
+    admin_database_url: str = typer.Option(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        envvar="THERMOWATCH_DEMO_ADMIN_DATABASE_URL",
+        help="A PostgreSQL server with TimescaleDB; the demo uses its database thermowatch_demo",
+    ),
+) -> None:
+    """Start a broker, the collector and a simulated edge agent, and show live readings."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    work = Path(tempfile.mkdtemp(prefix="thermowatch-demo-"))
+    database_url = _ensure_database(admin_database_url, "thermowatch_demo")
+    mqtt_port, coap_port = _free_port(), _free_port(socket.SOCK_DGRAM)
+    (work / "mosquitto.conf").write_text(
+        f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {work}/\nuser root\nmax_inflight_messages 200\n"
+    )
+    python = [sys.executable, "-m", "thermowatch.cli"]
+    base_env = dict(os.environ)
+    api = f"http://127.0.0.1:{http_port}"
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, True)
+        broker = _spawn(
+            [mosquitto, "-c", str(work / "mosquitto.conf")], base_env, work / "mosquitto.log"
+        )
+        stack.callback(_stop, broker)
+        collector_env = {
+            **base_env,
+            "THERMOWATCH_DATABASE_URL": database_url,
+            "THERMOWATCH_MQTT_PORT": str(mqtt_port),
+            "THERMOWATCH_HTTP_PORT": str(http_port),
+            "THERMOWATCH_COAP_PORT": str(coap_port),
+            "THERMOWATCH_AUTO_REGISTER_DEVICES": "true",
+            "THERMOWATCH_MQTT_CLIENT_ID": "thermowatch-demo-collector",
+        }
+        collector_log = work / "collector.log"
+        collector = _spawn([*python, "collector", "serve"], collector_env, collector_log)
+        stack.callback(_stop, collector)
+        _wait_http(api + "/readyz", collector, collector_log, 60)
+        agent_env = {
+            **base_env,
+            "THERMOWATCH_EDGE_DEVICE_ID": DEMO_DEVICE,
+            "THERMOWATCH_EDGE_MQTT_PORT": str(mqtt_port),
+            "THERMOWATCH_EDGE_SPOOL_PATH": str(work / "spool.sqlite3"),
+            "THERMOWATCH_EDGE_SAMPLE_PERIOD_S": str(sample_period_s),
+            "THERMOWATCH_EDGE_BATCH_MAX_AGE_S": "2",
+        }
+        agent = _spawn(
+            [*python, "edge", "run", "--simulate", str(sensors)], agent_env, work / "edge.log"
+        )
+        stack.callback(_stop, agent)
+        typer.echo(
+            f"Thermowatch demo: API {api}/docs  ·  MQTT 127.0.0.1:{mqtt_port}  ·  "
+            f"CoAP udp/{coap_port}  ·  database thermowatch_demo"
+        )
+        typer.echo(f"Readings: {api}/api/v1/devices/{DEMO_DEVICE}/readings?bucket=1m\n")
+        started = time.monotonic()
+        try:
+            while duration_s <= 0 or time.monotonic() - started < duration_s:
+                time.sleep(min(5.0, max(0.5, duration_s / 4)) if duration_s else 5.0)
+                if agent.poll() is not None:
+                    raise RuntimeError(f"the edge agent exited:\n{(work / 'edge.log').read_text()}")
+                typer.echo(time.strftime("%H:%M:%S"))
+                _show(api)
+        except KeyboardInterrupt:
+            typer.echo("stopping")

@@ -150,3 +150,11 @@ def test_all_faults_give_no_output_and_keep_the_state() -> None:
     assert out.state == [3, 20.0, 0.5]
     th = threshold_series([1, 2, 3], faults, high_c=30.0, state=[0, 1, 0.5])
     assert th.index == [] and th.state == [0, 1, 0.5]
+
+
+def test_a_corrupt_saved_state_starts_fresh() -> None:
+    out = ewma_series([20.0, 30.0], state="garbage")
+    assert np.isnan(out.z[0]) and out.z[1] == 10.0 / 0.0625
+    th = threshold_series([0, 1], [31.0, 31.0], high_c=30.0, min_duration_s=1, state=[9, 9, 9])
+    assert th.index == [1]
+    assert th.state == [1, 0, 0]

@@ -7,7 +7,9 @@ import logging
 import sys
 
 import typer
+from sqlalchemy import text
 
+from collector.auth.tokens import MissingSecretKey
 from collector.config import Settings
 from collector.db.connection import DatabaseUnavailable
 
@@ -31,7 +33,7 @@ def serve(
 
     try:
         asyncio.run(service.run(Settings(), db_wait_s=db_wait_s))
-    except DatabaseUnavailable as exc:
+    except (DatabaseUnavailable, MissingSecretKey) as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
 
@@ -48,3 +50,70 @@ def migrate(db_wait_s: float = typer.Option(0.0, help="How long to wait for the 
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     typer.echo(f"schema up to date (timescaledb license: {caps.license})")
+
+
+@app.command("generate-secret")
+def generate_secret() -> None:
+    """Print a new random value for THERMOWATCH_SECRET_KEY (it signs access tokens)."""
+    import secrets
+
+    typer.echo(secrets.token_urlsafe(48))
+
+
+@app.command("create-admin")
+def create_admin(
+    username: str = typer.Option(..., help="The admin's user name"),
+    password: str = typer.Option(
+        ...,
+        prompt=True,
+        hide_input=True,
+        confirmation_prompt=True,
+        help="Asked for when not given (never put it on a shared command line)",
+    ),
+    api_key: str | None = typer.Option(
+        None, help="Also create an API key with this name and print it (shown once)"
+    ),
+) -> None:
+    """Create an admin user: the first account of a new installation (there is no default)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from collector.auth import audit, users
+    from collector.auth.credentials import new_api_key
+    from collector.auth.principal import Role
+    from collector.db import migrate as migrations
+    from collector.db.connection import make_engine
+
+    _logging("warning")
+    settings = Settings()
+    try:
+        migrations.upgrade(settings)
+    except DatabaseUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            user_id = users.create(conn, username=username, password=password, role=Role.admin)
+            audit.record(conn, "command line", "user.create", username, role=Role.admin)
+            key = None
+            if api_key:
+                key, prefix, key_hash = new_api_key()
+                conn.execute(
+                    text(
+                        "INSERT INTO api_keys (user_id, name, prefix, key_hash) "
+                        "VALUES (:u, :n, :p, :h)"
+                    ),
+                    {"u": user_id, "n": api_key, "p": prefix, "h": key_hash},
+                )
+            conn.commit()
+    except users.WeakPassword as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except IntegrityError:
+        typer.echo(f"error: user {username!r} exists", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+    typer.echo(f"admin {username!r} created")
+    if key:
+        typer.echo(f"API key (shown once): {key}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared import protocol
@@ -58,6 +58,26 @@ class Settings(BaseSettings):
     # Devices must be registered before they may send; a development setting lets the first batch
     # register a device (never on in production: anyone could invent devices).
     auto_register_devices: bool = False
+
+    # Authentication. The secret signs access tokens; it has no default (see docs/security.md).
+    secret_key: SecretStr | None = None
+    access_token_ttl_s: int = 900
+    login_max_failures: int = 5  # per user name and per address within the window
+    login_failure_window_s: int = 300
+
+    # Broker authentication and ACLs, generated from the database (empty: not managed here).
+    broker_password_file: str | None = None
+    broker_acl_file: str | None = None
+    # How to make Mosquitto re-read them: SIGHUP to the pid in this file, or run this command.
+    broker_pid_file: str | None = None
+    broker_reload_command: str | None = None
+    broker_sync_interval_s: float = 30.0
+
+    # Endpoints written into provisioning bundles (defaults: the listening addresses).
+    public_mqtt_host: str | None = None
+    public_mqtt_port: int | None = None
+    public_coap_url: str | None = None
+    public_http_url: str | None = None
 
     # Storage (TimescaleDB).
     chunk_interval_days: int = 1

@@ -10,6 +10,8 @@ import logging
 import uvicorn
 
 from collector.api.app import create_app
+from collector.auth.tokens import signing_key
+from collector.broker.sync import BrokerSync
 from collector.config import Settings
 from collector.db import migrate
 from collector.db.connection import make_engine
@@ -32,17 +34,27 @@ def build_writer(settings: Settings) -> GroupCommitWriter:
 
 
 async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    key = signing_key(secret, development=settings.auto_register_devices)
     capabilities = migrate.upgrade(settings, wait_s=db_wait_s)
     writer = build_writer(settings)
     writer.start()
     registry = DeviceRegistry(settings.database_url, auto_register=settings.auto_register_devices)
     pipeline = IngestPipeline(settings, writer, registry)
     engine = make_engine(settings.database_url)
+    broker_sync = None
+    if settings.broker_password_file and settings.broker_acl_file:
+        # Before MQTT connects: the collector's own broker account comes from these files too.
+        broker_sync = BrokerSync(settings, engine)
+        broker_sync.sync_quietly()
+        broker_sync.start()
     mqtt = MqttIngest(settings, pipeline) if settings.mqtt_enabled else None
     app = create_app(
         engine=engine,
         pipeline=pipeline,
         capabilities=capabilities,
+        secret_key=key,
+        broker_sync=broker_sync,
         writer=writer,
         mqtt=mqtt,
         registry=registry,
@@ -69,6 +81,8 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
         log.info("shutting down")
         if mqtt is not None:
             mqtt.stop()
+        if broker_sync is not None:
+            broker_sync.stop()
         if coap is not None:
             await coap.shutdown()
         # Commit what was accepted; anything not committed was not acknowledged either.

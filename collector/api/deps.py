@@ -1,15 +1,34 @@
-"""Dependencies shared by the routes (FastAPI's ``Depends``)."""
+"""Dependencies shared by the routes (FastAPI's ``Depends``), including the one that authorizes
+every request: :func:`authorize` runs for every route of the app (see ``app.py``) and applies
+the rules in :mod:`collector.api.policy`."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
-from sqlalchemy import Connection
+from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection, text
 
+from collector.api import policy
+from collector.api.schemas import MAX_ROW_ID
+from collector.auth import principal as principals
+from collector.auth import tokens
+from collector.auth.credentials import API_KEY_PREFIX
+from collector.auth.principal import Principal
 from collector.db.capabilities import Capabilities
 from collector.ingest.pipeline import IngestPipeline
+
+log = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An access token from `POST /api/v1/auth/login`, or an API key (`twk_...`). "
+    "Devices use their ingest token on `POST /api/v1/ingest`.",
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def get_db(request: Request) -> Iterator[Connection]:
@@ -30,3 +49,96 @@ def get_capabilities(request: Request) -> Capabilities:
 DbConn = Annotated[Connection, Depends(get_db)]
 Pipeline = Annotated[IngestPipeline, Depends(get_pipeline)]
 Caps = Annotated[Capabilities, Depends(get_capabilities)]
+
+_UNAUTHENTICATED = HTTPException(
+    status_code=401, detail="not authenticated", headers={"WWW-Authenticate": "Bearer"}
+)
+_NOT_FOUND = {"device_id": "device not found", "home_id": "home not found"}
+
+
+def _authenticate(request: Request, db: Connection, creds: BearerCredentials) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise _UNAUTHENTICATED
+    secret = creds.credentials
+    who: Principal | None
+    if secret.startswith(API_KEY_PREFIX):
+        who = principals.load_by_api_key(db, secret)
+    else:
+        try:
+            user_id = tokens.user_id_of(request.app.state.secret_key, secret)
+        except tokens.InvalidToken:
+            raise _UNAUTHENTICATED from None
+        who = principals.load(db, user_id)
+    if who is None:
+        raise _UNAUTHENTICATED
+    return who
+
+
+def _check_objects(request: Request, db: Connection, who: Principal) -> None:
+    """Object-level authorization: any device or home named in the path or the query must be
+    one the principal may see. Answers 404 rather than 403 so ids of others stay unconfirmed."""
+    if who.role is not principals.Role.homeowner:
+        return
+    for source in (request.path_params, request.query_params):
+        for name in ("device_id", "home_id"):
+            value = source.get(name)
+            if value is None:
+                continue
+            if name == "device_id":
+                home = db.execute(
+                    text("SELECT home_id FROM devices WHERE device_id = :d"), {"d": str(value)}
+                ).first()
+                visible = home is not None and who.may_see_home(home.home_id)
+            else:
+                visible = str(value).isdigit() and who.may_see_home(int(value))
+            if not visible:
+                raise HTTPException(status_code=404, detail=_NOT_FOUND[name])
+
+
+def authorize(request: Request, creds: BearerCredentials) -> None:
+    """Fail closed: a route without a rule in the policy answers 403 to everyone."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    rule = policy.rule_for(request.method, path)
+    if rule is policy.PUBLIC:
+        return  # no database round trip for health checks and device ingest
+    with request.app.state.engine.connect() as db:
+        who = _authenticate(request, db, creds)
+        request.state.principal = who
+        if rule is None:
+            log.error("no authorization rule for %s %s; refusing", request.method, path)
+            raise HTTPException(status_code=403, detail="forbidden")
+        if who.role not in rule:
+            raise HTTPException(status_code=403, detail="forbidden")
+        _check_objects(request, db, who)
+
+
+def get_principal(request: Request) -> Principal:
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:  # only reachable for a route marked public that asks for a user
+        raise _UNAUTHENTICATED
+    return who
+
+
+CurrentUser = Annotated[Principal, Depends(get_principal)]
+
+
+def device_identity(request: Request, creds: BearerCredentials) -> str | None:
+    """The device whose ingest token came with the request; ``None`` (no token) is accepted
+    only in development mode (auto-registration)."""
+    pipeline: IngestPipeline = request.app.state.pipeline
+    if creds is None:
+        if pipeline.settings.auto_register_devices:
+            return None
+        raise HTTPException(
+            status_code=401, detail="device token required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    device_id = pipeline.registry.device_for_token(creds.credentials)
+    if device_id is None:
+        raise _UNAUTHENTICATED
+    return device_id
+
+
+DeviceIdentity = Annotated[str | None, Depends(device_identity)]
+
+RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A numeric id")]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from collector.auth.principal import Role
 
 
 class Bucket(StrEnum):
@@ -58,10 +61,208 @@ class SensorLatest(BaseModel):
     last_fault_time: datetime | None
 
 
+class DeviceStatus(StrEnum):
+    active = "active"
+    decommissioned = "decommissioned"
+
+
 class DeviceOut(BaseModel):
     device_id: str
     name: str | None
+    home_id: int | None
+    status: DeviceStatus
     created_at: datetime
     last_seen: datetime | None
     last_boot_id: str | None
     last_seq: int | None
+
+
+# -- people, homes and devices -------------------------------------------------------------------
+
+_STRICT = ConfigDict(extra="forbid")
+DeviceIdText = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="1-64 of A-Z a-z 0-9 _ - . :",
+    ),
+]
+UserName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@+-]+$")]
+Password = Annotated[
+    str, Field(min_length=12, max_length=1000, description="At least 12 characters")
+]
+Label = Annotated[str, Field(min_length=1, max_length=200)]
+MAX_ROW_ID = 2**62
+HomeId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
+
+
+class LoginRequest(BaseModel):
+    model_config = _STRICT
+    username: Annotated[str, Field(min_length=1, max_length=200)]
+    password: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class AccessToken(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires")
+
+
+class UserOut(BaseModel):
+    user_id: int
+    username: str
+    role: Role
+    disabled: bool
+    home_ids: list[int]
+    created_at: datetime
+
+
+class UserCreate(BaseModel):
+    model_config = _STRICT
+    username: UserName
+    password: Password
+    role: Role
+    home_ids: list[HomeId] = Field(default_factory=list, max_length=1000)
+
+
+class UserUpdate(BaseModel):
+    """Admin changes to a user; fields left out stay as they are."""
+
+    model_config = _STRICT
+    password: Password | None = None
+    role: Role | None = None
+    disabled: bool | None = None
+    home_ids: list[HomeId] | None = Field(default=None, max_length=1000)
+
+
+class SelfUpdate(BaseModel):
+    """What people may change about themselves: only their password. Any other field (``role``,
+    ``home_ids``...) is refused with 422: no mass assignment."""
+
+    model_config = _STRICT
+    current_password: Annotated[str, Field(min_length=1, max_length=1000)]
+    new_password: Password
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = _STRICT
+    name: Label
+
+
+class ApiKeyOut(BaseModel):
+    key_id: int
+    name: str
+    prefix: str = Field(description="The first characters of the key, to recognise it")
+    created_at: datetime
+    last_used: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The key itself: shown only in this response")
+
+
+class HomeIn(BaseModel):
+    model_config = _STRICT
+    name: Label
+
+
+class HomeOut(BaseModel):
+    home_id: int
+    name: str
+    created_at: datetime
+    device_ids: list[str]
+
+
+class SensorSpec(BaseModel):
+    model_config = _STRICT
+    sensor_id: DeviceIdText
+    label: Label | None = Field(default=None, description='What it measures, e.g. "Freezer"')
+    rom_address: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="The probe's 1-Wire ROM address, e.g. 28-0316a279d1ff"
+    )
+
+
+class SensorConfig(BaseModel):
+    """Settings pushed to one sensor (same fields as the edge agent's pushed config)."""
+
+    model_config = _STRICT
+    sample_period_s: float | None = Field(default=None, gt=0, le=86400)
+    high_c: float | None = Field(default=None, ge=-200, le=1000)
+    low_c: float | None = Field(default=None, ge=-200, le=1000)
+    hysteresis_c: float | None = Field(default=None, ge=0, le=100)
+    min_duration_s: float | None = Field(default=None, ge=0, le=86400)
+
+
+class DeviceConfig(BaseModel):
+    """Config sent to the device, retained, on ``tw/v1/<device>/config``."""
+
+    model_config = _STRICT
+    v: Literal[1] = 1
+    sample_period_s: float | None = Field(default=None, gt=0, le=86400)
+    sensors: dict[DeviceIdText, SensorConfig] = Field(default_factory=dict, max_length=256)
+
+
+class DeviceCreate(BaseModel):
+    model_config = _STRICT
+    device_id: DeviceIdText
+    name: Label | None = None
+    home_id: HomeId | None = None
+    sensors: list[SensorSpec] = Field(default_factory=list, max_length=256)
+    config: DeviceConfig = Field(default_factory=DeviceConfig)
+
+
+class DeviceUpdate(BaseModel):
+    """Admin changes; send ``home_id: null`` to take a device out of its home."""
+
+    model_config = _STRICT
+    name: Label | None = None
+    home_id: HomeId | None = None
+
+
+class MqttEndpoint(BaseModel):
+    host: str
+    port: int
+    username: str
+    password: str
+
+
+class TokenEndpoint(BaseModel):
+    url: str
+    token: str
+
+
+class BundleSensor(BaseModel):
+    sensor_id: str
+    label: str | None
+
+
+class ProvisioningBundle(BaseModel):
+    """Everything a board or gateway needs, shown once: ``thermowatch firmware flash`` and
+    ``thermowatch edge`` read this JSON as it is."""
+
+    device_id: str
+    mqtt: MqttEndpoint
+    coap: TokenEndpoint
+    http: TokenEndpoint
+    sensors: list[BundleSensor]
+    config: DeviceConfig
+
+
+class DeviceHealth(BaseModel):
+    device_id: str
+    status: DeviceStatus
+    last_seen: datetime | None
+    sensors: list[SensorLatest]
+    rejects_24h: int = Field(description="Records refused from this device in the last 24 h")
+
+
+class AuditEntry(BaseModel):
+    audit_id: int
+    time: datetime
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, Any]

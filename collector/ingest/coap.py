@@ -1,9 +1,11 @@
-"""CoAP transport (aiocoap): ``POST coap://host/tw/v1/<device>/readings`` with a JSON (50) or
-CBOR (60) body. The response is sent only after the batch is committed, so a confirmable
-request that gets no answer is retransmitted by the board and stored once."""
+"""CoAP transport (aiocoap): ``POST coap://host/tw/v1/<device>/readings?t=<token>`` with a JSON
+(50) or CBOR (60) body; the token is the device's credential. The response is sent only after the
+batch is committed, so a confirmable request that gets no answer is retransmitted by the board
+and stored once."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import aiocoap
@@ -15,6 +17,9 @@ from shared import protocol as p
 
 log = logging.getLogger(__name__)
 
+# "t" keeps requests from small boards short; "token" is the same, spelled out.
+_TOKEN_KEYS = ("t=", "token=")
+
 
 class ReadingsResource(resource.Resource, resource.PathCapable):
     """Mounted at ``tw/v1``; answers ``<device>/readings`` and ``<device>/events``."""
@@ -23,10 +28,33 @@ class ReadingsResource(resource.Resource, resource.PathCapable):
         super().__init__()
         self.pipeline = pipeline
 
+    async def _identity(self, request: aiocoap.Message, path_device: str) -> str | aiocoap.Message:
+        """The device the request's token (``?t=<token>``) belongs to, or an error response.
+
+        Without a token only development mode (auto-registration) accepts the path's device.
+        """
+        token = next(
+            (q.partition("=")[2] for q in request.opt.uri_query if q.startswith(_TOKEN_KEYS)),
+            None,
+        )
+        if token is None:
+            if self.pipeline.settings.auto_register_devices:
+                return path_device
+            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"token required")
+        device_id = await asyncio.to_thread(self.pipeline.registry.device_for_token, token)
+        if device_id is None:
+            return aiocoap.Message(code=aiocoap.UNAUTHORIZED, payload=b"invalid token")
+        if device_id != path_device:
+            return aiocoap.Message(code=aiocoap.FORBIDDEN, payload=b"device_mismatch")
+        return device_id
+
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
         path = request.opt.uri_path
         if len(path) != 2 or path[1] not in (p.T_READINGS, p.T_EVENTS):
             return aiocoap.Message(code=aiocoap.NOT_FOUND)
+        identity = await self._identity(request, path[0])
+        if isinstance(identity, aiocoap.Message):
+            return identity
         cf = request.opt.content_format
         if cf in (None, ContentFormat.JSON):
             body_format = JSON
@@ -36,7 +64,7 @@ class ReadingsResource(resource.Resource, resource.PathCapable):
             return aiocoap.Message(code=aiocoap.UNSUPPORTED_CONTENT_FORMAT)
         try:
             outcome = await self.pipeline.submit_async(
-                request.payload, identity=path[0], transport="coap", body_format=body_format
+                request.payload, identity=identity, transport="coap", body_format=body_format
             )
         except Overloaded:
             return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, payload=b"busy")

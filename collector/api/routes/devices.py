@@ -1,26 +1,37 @@
-"""Devices: the fleet and when each device was last heard from."""
+"""Devices: the fleet, provisioning (credentials and the one-time bundle), home assignment,
+credential rotation, decommissioning, pushed config and health."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
-from sqlalchemy import text
+from typing import Any
 
-from collector.api.deps import DbConn
-from collector.api.schemas import DeviceOut
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from sqlalchemy import Connection, text
+
+from collector.api import provisioning
+from collector.api.deps import CurrentUser, DbConn
+from collector.api.schemas import (
+    BundleSensor,
+    DeviceConfig,
+    DeviceCreate,
+    DeviceHealth,
+    DeviceOut,
+    DeviceStatus,
+    DeviceUpdate,
+    HomeId,
+    ProvisioningBundle,
+    SensorLatest,
+)
+from collector.auth import audit
+from collector.auth.credentials import new_device_secrets
+from collector.auth.principal import Role
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
-_COLUMNS = "device_id, name, created_at, last_seen, last_boot_id, last_seq"
+_COLUMNS = "device_id, name, home_id, status, created_at, last_seen, last_boot_id, last_seq"
 
 
-@router.get("", response_model=list[DeviceOut], summary="All devices with their last-seen time")
-def list_devices(db: DbConn) -> list[DeviceOut]:
-    rows = db.execute(text(f"SELECT {_COLUMNS} FROM devices ORDER BY device_id")).mappings()
-    return [DeviceOut(**r) for r in rows]
-
-
-@router.get("/{device_id}", response_model=DeviceOut, summary="One device")
-def get_device(device_id: str, db: DbConn) -> DeviceOut:
+def _device(db: Connection, device_id: str) -> DeviceOut:
     row = (
         db.execute(text(f"SELECT {_COLUMNS} FROM devices WHERE device_id = :d"), {"d": device_id})
         .mappings()
@@ -29,3 +40,282 @@ def get_device(device_id: str, db: DbConn) -> DeviceOut:
     if row is None:
         raise HTTPException(status_code=404, detail="device not found")
     return DeviceOut(**row)
+
+
+def _check_home(db: Connection, home_id: int | None) -> None:
+    if (
+        home_id is not None
+        and not db.execute(text("SELECT 1 FROM homes WHERE home_id = :h"), {"h": home_id}).first()
+    ):
+        raise HTTPException(status_code=422, detail="home not found")
+
+
+def _sensors(db: Connection, device_id: str) -> list[BundleSensor]:
+    rows = db.execute(
+        text("SELECT sensor_id, label FROM sensors WHERE device_id = :d ORDER BY sensor_id"),
+        {"d": device_id},
+    ).all()
+    return [BundleSensor(sensor_id=r.sensor_id, label=r.label) for r in rows]
+
+
+def _config(db: Connection, device_id: str) -> DeviceConfig:
+    raw = db.execute(
+        text("SELECT config FROM devices WHERE device_id = :d"), {"d": device_id}
+    ).scalar_one()
+    return DeviceConfig.model_validate(raw or {})
+
+
+@router.get(
+    "",
+    response_model=list[DeviceOut],
+    summary="Devices you may see, with their last-seen time",
+    description="Admins and technicians see every device; homeowners the devices of their homes.",
+)
+def list_devices(
+    db: DbConn,
+    who: CurrentUser,
+    home_id: HomeId | None = Query(default=None, description="Only devices of this home"),
+    status: DeviceStatus | None = Query(default=None, description="Only devices in this state"),
+) -> list[DeviceOut]:
+    where, params = ["true"], dict[str, Any]()
+    if who.role is Role.homeowner:
+        where.append("home_id = ANY(:mine)")
+        params["mine"] = sorted(who.home_ids)
+    if home_id is not None:
+        where.append("home_id = :home")
+        params["home"] = home_id
+    if status is not None:
+        where.append("status = :status")
+        params["status"] = status.value
+    sql = f"SELECT {_COLUMNS} FROM devices WHERE {' AND '.join(where)} ORDER BY device_id"
+    return [DeviceOut(**r) for r in db.execute(text(sql), params).mappings()]
+
+
+@router.post(
+    "",
+    response_model=ProvisioningBundle,
+    status_code=201,
+    summary="Provision a device (technicians and admins)",
+    description="Registers the device with its sensors and config, creates its MQTT password and "
+    "ingest token, updates the broker's credentials and ACLs, and answers with the "
+    "provisioning bundle. The secrets in it are shown only here: only hashes are stored. "
+    "A device that sent data in development mode (without credentials) may be adopted; "
+    "any other existing id is a conflict.",
+    responses={409: {"description": "The device id is taken"}},
+)
+def create_device(
+    body: DeviceCreate, db: DbConn, who: CurrentUser, request: Request
+) -> ProvisioningBundle:
+    settings = request.app.state.settings
+    if body.device_id == settings.mqtt_username:
+        raise HTTPException(status_code=409, detail="device id taken")
+    _check_home(db, body.home_id)
+    secrets = new_device_secrets()
+    created = db.execute(
+        text(
+            "INSERT INTO devices AS d (device_id, name, home_id, mqtt_password_hash, token_hash, "
+            "  credentials_rotated_at, config) "
+            "VALUES (:d, :n, :h, :mp, :tk, now(), CAST(:c AS jsonb)) "
+            "ON CONFLICT (device_id) DO UPDATE SET name = excluded.name, "
+            "  home_id = excluded.home_id, mqtt_password_hash = excluded.mqtt_password_hash, "
+            "  token_hash = excluded.token_hash, credentials_rotated_at = now(), "
+            "  config = excluded.config "
+            "WHERE d.mqtt_password_hash IS NULL AND d.status = 'active' "
+            "RETURNING device_id"
+        ),
+        {
+            "d": body.device_id,
+            "n": body.name,
+            "h": body.home_id,
+            "mp": secrets.mqtt_password_hash,
+            "tk": secrets.token_hash,
+            "c": provisioning.config_payload(body.config).decode(),
+        },
+    ).first()
+    if created is None:
+        db.rollback()
+        raise HTTPException(status_code=409, detail="device id taken")
+    for sensor in body.sensors:
+        db.execute(
+            text(
+                "INSERT INTO sensors (device_id, sensor_id, label, rom_address) "
+                "VALUES (:d, :s, :l, :r) ON CONFLICT (device_id, sensor_id) "
+                "DO UPDATE SET label = excluded.label, rom_address = excluded.rom_address"
+            ),
+            {
+                "d": body.device_id,
+                "s": sensor.sensor_id,
+                "l": sensor.label,
+                "r": sensor.rom_address,
+            },
+        )
+    audit.record(db, who, "device.create", body.device_id, home_id=body.home_id)
+    db.commit()
+    provisioning.credentials_changed(request, body.device_id)
+    provisioning.push_config(request, body.device_id, body.config)
+    return provisioning.bundle(
+        settings, body.device_id, secrets, _sensors(db, body.device_id), body.config
+    )
+
+
+@router.get("/{device_id}", response_model=DeviceOut, summary="One device")
+def get_device(device_id: str, db: DbConn) -> DeviceOut:
+    return _device(db, device_id)
+
+
+@router.patch(
+    "/{device_id}",
+    response_model=DeviceOut,
+    summary="Rename a device or assign it to a home (admins)",
+)
+def update_device(device_id: str, body: DeviceUpdate, db: DbConn, who: CurrentUser) -> DeviceOut:
+    _device(db, device_id)
+    changes = body.model_dump(include=body.model_fields_set)
+    if "home_id" in changes:
+        _check_home(db, changes["home_id"])
+    for column, value in changes.items():
+        # Column names come from the model's fields, never from the request's keys.
+        db.execute(
+            text(f"UPDATE devices SET {column} = :v WHERE device_id = :d"),
+            {"v": value, "d": device_id},
+        )
+    audit.record(db, who, "device.update", device_id, **changes)
+    db.commit()
+    return _device(db, device_id)
+
+
+@router.post(
+    "/{device_id}/rotate",
+    response_model=ProvisioningBundle,
+    summary="New credentials for a device (admins)",
+    description="Replaces the MQTT password and the ingest token; the old ones stop working "
+    "at once (the broker reloads and drops connections made with them). Answers with a new "
+    "bundle, shown only here.",
+)
+def rotate_credentials(
+    device_id: str, db: DbConn, who: CurrentUser, request: Request
+) -> ProvisioningBundle:
+    if _device(db, device_id).status is not DeviceStatus.active:
+        raise HTTPException(status_code=409, detail="device is decommissioned")
+    secrets = new_device_secrets()
+    db.execute(
+        text(
+            "UPDATE devices SET mqtt_password_hash = :mp, token_hash = :tk, "
+            "credentials_rotated_at = now() WHERE device_id = :d"
+        ),
+        {"mp": secrets.mqtt_password_hash, "tk": secrets.token_hash, "d": device_id},
+    )
+    audit.record(db, who, "device.rotate", device_id)
+    db.commit()
+    provisioning.credentials_changed(request, device_id)
+    return provisioning.bundle(
+        request.app.state.settings,
+        device_id,
+        secrets,
+        _sensors(db, device_id),
+        _config(db, device_id),
+    )
+
+
+@router.post(
+    "/{device_id}/decommission",
+    response_model=DeviceOut,
+    summary="Decommission a device (admins)",
+    description="Revokes its credentials (the broker drops it at once) and refuses its data "
+    "from then on; its readings and history are kept.",
+)
+def decommission(device_id: str, db: DbConn, who: CurrentUser, request: Request) -> DeviceOut:
+    _device(db, device_id)
+    db.execute(
+        text(
+            "UPDATE devices SET status = 'decommissioned', mqtt_password_hash = NULL, "
+            "token_hash = NULL, decommissioned_at = coalesce(decommissioned_at, now()) "
+            "WHERE device_id = :d"
+        ),
+        {"d": device_id},
+    )
+    audit.record(db, who, "device.decommission", device_id)
+    db.commit()
+    provisioning.credentials_changed(request, device_id)
+    provisioning.push_config(request, device_id, None)
+    return _device(db, device_id)
+
+
+@router.get(
+    "/{device_id}/config",
+    response_model=DeviceConfig,
+    summary="The config pushed to a device (technicians and admins)",
+)
+def get_config(device_id: str, db: DbConn) -> DeviceConfig:
+    _device(db, device_id)
+    return _config(db, device_id)
+
+
+@router.put(
+    "/{device_id}/config",
+    response_model=DeviceConfig,
+    summary="Change a device's config (admins)",
+    description="Stores the config and publishes it retained on `tw/v1/<device>/config`, so "
+    "the device applies it now or when it next connects. Header `X-Config-Pushed` says "
+    "whether it was handed to the broker at once.",
+)
+def put_config(
+    device_id: str,
+    body: DeviceConfig,
+    db: DbConn,
+    who: CurrentUser,
+    request: Request,
+    response: Response,
+) -> DeviceConfig:
+    if _device(db, device_id).status is not DeviceStatus.active:
+        raise HTTPException(status_code=409, detail="device is decommissioned")
+    db.execute(
+        text("UPDATE devices SET config = CAST(:c AS jsonb) WHERE device_id = :d"),
+        {"c": provisioning.config_payload(body).decode(), "d": device_id},
+    )
+    audit.record(db, who, "device.config", device_id, config=body.model_dump(exclude_none=True))
+    db.commit()
+    pushed = provisioning.push_config(request, device_id, body)
+    response.headers["X-Config-Pushed"] = "true" if pushed else "false"
+    return body
+
+
+@router.get(
+    "/{device_id}/health",
+    response_model=DeviceHealth,
+    summary="Device health: status, last seen, per-sensor faults, recent rejects",
+)
+def device_health(device_id: str, db: DbConn) -> DeviceHealth:
+    device = _device(db, device_id)
+    sensors = db.execute(
+        text(
+            "SELECT sensor_id, label, last_time, last_value, last_seen, last_fault, "
+            "last_fault_time FROM sensors WHERE device_id = :d ORDER BY sensor_id"
+        ),
+        {"d": device_id},
+    ).all()
+    rejects = db.execute(
+        text(
+            "SELECT count(*) FROM ingest_rejects WHERE device_id = :d "
+            "AND received_at > now() - interval '1 day'"
+        ),
+        {"d": device_id},
+    ).scalar_one()
+    return DeviceHealth(
+        device_id=device_id,
+        status=device.status,
+        last_seen=device.last_seen,
+        sensors=[
+            SensorLatest(
+                sensor_id=r[0],
+                label=r[1],
+                time=r[2],
+                value=r[3],
+                last_seen=r[4],
+                last_fault=r[5],
+                last_fault_time=r[6],
+            )
+            for r in sensors
+        ],
+        rejects_24h=int(rejects),
+    )

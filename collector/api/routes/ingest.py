@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from collector.api.deps import Pipeline
+from collector.api.deps import DeviceIdentity, Pipeline
 from collector.ingest.pipeline import CBOR, JSON, Overloaded
 from shared import protocol as p
 
@@ -17,26 +17,29 @@ router = APIRouter(tags=["ingest"])
 @router.post(
     p.HTTP_INGEST_PATH,
     summary="Ingest one batch",
-    description="Body: a protocol v1 batch (application/json or application/cbor). Answers with "
+    description="Body: a protocol v1 batch (application/json or application/cbor); header "
+    "`Authorization: Bearer <device token>` from the provisioning bundle. Answers with "
     "the acknowledgement after the batch is committed: 200 with counts of stored, duplicate "
     "and rejected records; 400 when the batch as a whole is unusable; 503 when busy.",
     responses={
         200: {"description": "Committed"},
         400: {"description": "Batch refused"},
+        401: {"description": "Missing or invalid device token"},
+        403: {"description": "The batch speaks for another device"},
         413: {"description": "Too large"},
     },
 )
-async def ingest(request: Request, pipeline: Pipeline) -> Response:
+async def ingest(request: Request, pipeline: Pipeline, identity: DeviceIdentity) -> Response:
     body = await request.body()
     if len(body) > pipeline.settings.max_payload_bytes:
         # Refused before parsing; still recorded through the pipeline with its reason.
-        await pipeline.submit_async(body, identity=None, transport="http")
+        await pipeline.submit_async(body, identity=identity, transport="http")
         raise HTTPException(status_code=413, detail="oversize")
     content_type = request.headers.get("content-type", "application/json")
     body_format = CBOR if "cbor" in content_type else JSON
     try:
         outcome = await pipeline.submit_async(
-            body, identity=None, transport="http", body_format=body_format
+            body, identity=identity, transport="http", body_format=body_format
         )
     except Overloaded:
         raise HTTPException(status_code=503, detail="busy", headers={"Retry-After": "1"}) from None

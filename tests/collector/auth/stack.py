@@ -1,0 +1,221 @@
+"""A secured stack for tests: a broker that reads the password and ACL files the collector
+generates, a collector in production mode (no auto-registration) on a fresh database, and an
+admin created through ``thermowatch collector create-admin``."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.support.broker import MosquittoBroker
+from tests.support.database import create_database, drop_database
+from tests.support.processes import REPO, CollectorProcess, start_collector
+
+COLLECTOR_USER = "tw-collector"
+
+
+@dataclass
+class Stack:
+    database_url: str
+    broker: MosquittoBroker
+    collector: CollectorProcess
+    secret_key: str
+    admin_key: str
+    admin_password: str
+    collector_password: str
+    workdir: Path
+    cleartexts: list[str] = field(default_factory=list)  # every secret handed out, for grep tests
+
+    @property
+    def url(self) -> str:
+        return self.collector.url
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_key)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+    def login(self, username: str, password: str) -> str:
+        resp = httpx.post(
+            self.url + "/api/v1/auth/login", json={"username": username, "password": password}
+        )
+        assert resp.status_code == 200, resp.text
+        return str(resp.json()["access_token"])
+
+    def new_user(self, role: str, home_ids: list[int] = ()) -> tuple[str, str]:  # type: ignore[assignment]
+        name = f"{role}-{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(16)
+        self.cleartexts.append(password)
+        with self.admin() as http:
+            resp = http.post(
+                "/api/v1/users",
+                json={"username": name, "password": password, "role": role, "home_ids": home_ids},
+            )
+        assert resp.status_code == 201, resp.text
+        return name, self.login(name, password)
+
+    def new_home(self, name: str) -> int:
+        with self.admin() as http:
+            resp = http.post("/api/v1/homes", json={"name": name})
+        assert resp.status_code == 201, resp.text
+        return int(resp.json()["home_id"])
+
+    def provision(self, device_id: str, home_id: int | None = None, **extra: Any) -> dict[str, Any]:
+        with self.admin() as http:
+            resp = http.post(
+                "/api/v1/devices", json={"device_id": device_id, "home_id": home_id, **extra}
+            )
+        assert resp.status_code == 201, resp.text
+        bundle: dict[str, Any] = resp.json()
+        self.cleartexts += [bundle["mqtt"]["password"], bundle["coap"]["token"]]
+        return bundle
+
+
+def _create_admin(env: dict[str, str], password: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "thermowatch.cli", "collector", "create-admin",
+         "--username", "root-admin", "--api-key", "tests"],
+        input=f"{password}\n{password}\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=True,
+    ).stdout
+    return out.strip().rsplit(" ", 1)[-1]
+
+
+@contextmanager
+def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    password_file, acl_file = workdir / "passwd", workdir / "acl"
+    password_file.write_text("")
+    acl_file.write_text("")
+    database_url = create_database()
+    broker = MosquittoBroker(
+        workdir / "broker", allow_anonymous=False, password_file=password_file, acl_file=acl_file
+    ).start()
+    assert broker.proc is not None
+    pid_file = workdir / "mosquitto.pid"
+    pid_file.write_text(str(broker.proc.pid))
+    secret_key = secrets.token_urlsafe(48)
+    collector_password = secrets.token_urlsafe(16)
+    config = dict(
+        secret_key=secret_key,
+        mqtt_username=COLLECTOR_USER,
+        mqtt_password=collector_password,
+        broker_password_file=password_file,
+        broker_acl_file=acl_file,
+        broker_pid_file=pid_file,
+        public_mqtt_host="127.0.0.1",
+        public_mqtt_port=broker.port,
+    )
+    config.update(settings)
+    collector = start_collector(database_url, broker.port, auto_register=False, **config)
+    admin_password = secrets.token_urlsafe(16)
+    admin_key = _create_admin(collector.env, admin_password)
+    stack = Stack(
+        database_url,
+        broker,
+        collector,
+        secret_key,
+        admin_key,
+        admin_password,
+        collector_password,
+        workdir,
+        cleartexts=[admin_key, admin_password, collector_password],
+    )
+    try:
+        yield stack
+    finally:
+        collector.stop()
+        broker.stop()
+        drop_database(database_url)
+
+
+class MqttProbe:
+    """A paho client connected as one identity, recording what the broker answered."""
+
+    def __init__(self, port: int, username: str | None, password: str | None) -> None:
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.connect_rc: Any = None
+        self.disconnected = False
+        self.suback: list[Any] = []
+        self.puback: dict[int, Any] = {}
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"probe-{username}-{secrets.token_hex(3)}",
+            protocol=mqtt.MQTTv5,
+        )
+        if username is not None:
+            client.username_pw_set(username, password)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = lambda c, u, m: self.messages.append(m)
+        client.on_subscribe = lambda c, u, mid, codes, props: self.suback.extend(codes)
+        client.on_publish = self._on_publish
+        self.client = client
+        self.port = port
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.connect_rc = rc
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.disconnected = True
+        if self.connect_rc is None:
+            self.connect_rc = rc
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        self.puback[mid] = rc
+
+    def connect(self) -> MqttProbe:
+        self.client.connect("127.0.0.1", self.port, keepalive=10)
+        self.client.loop_start()
+        wait(lambda: self.connect_rc is not None, "CONNACK")
+        return self
+
+    @property
+    def accepted(self) -> bool:
+        return self.connect_rc is not None and not self.connect_rc.is_failure
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait(condition: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def readings_count(database_url: str, device_id: str) -> int:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM readings WHERE device_id = %s", (device_id,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

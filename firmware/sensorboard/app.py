@@ -1,0 +1,367 @@
+"""The board's main loop: sample -> detect -> RAM ring -> flash spool -> transport -> ack.
+
+:meth:`Board.step` does one non-blocking pass and is what the loop repeats. Sampling keeps its
+state in preallocated buffers and small ints, so a pass without network traffic allocates
+nothing except the floats the detectors compute with. A batch is deleted from the spool only
+when the collector's ack for its sequence number arrives; every send gets a new sequence number,
+so a late ack can never acknowledge records it did not cover.
+"""
+
+import os
+import sys
+import time
+
+from sensorboard import detect, forget, hw, net, records
+from sensorboard.batch import BatchEncoder
+from sensorboard.clock import Clock
+from sensorboard.spool import Spool
+from shared import protocol
+from shared.compat import const
+
+_FIRST_RETRY_S = const(1)
+_RTC_MAGIC = b"TW1"
+
+
+def _new_boot_id():
+    raw = os.urandom(4)
+    return "".join("%02x" % b for b in raw)
+
+
+class Board:
+    """Everything one board runs; ``root`` is its filesystem root (``""`` on a real board)."""
+
+    def __init__(self, cfg, root=""):
+        self.cfg = cfg
+        self.root = root
+        self.boot_id = _new_boot_id()
+        self.watchdog = hw.Watchdog(cfg.watchdog_s)
+        self.led = hw.StatusLed(cfg.status_led_pin)
+        self.clock = Clock(cfg.ntp_host, cfg.ntp_port, cfg.ntp_resync_s)
+        from sensorboard import assemble
+
+        self.sensors = assemble.sensors(cfg)
+        self.detectors = assemble.detectors(cfg)
+        self.ring = records.Ring(cfg.ring_records)
+        self.spool = Spool(root, cfg.segment_records, cfg.max_segments)
+        self.transport = assemble.transport(cfg, self.boot_id, self.watchdog.feed)
+        del assemble
+        forget("sensorboard.assemble")
+        self.offline = self.transport is None
+        self.batch = bytearray(cfg.batch_records * records.RECORD_SIZE)
+        self.sensor_ids = [sensor.sensor_id for sensor in self.sensors]
+        max_payload = 1024 if self.offline else self.transport.max_payload
+        self.encoder = BatchEncoder(min(max_payload, cfg.batch_records * 48 + 128))
+        self.period_ms = int(cfg.sample_period_s * 1000)
+        self.conversion_ms = 0
+        for sensor in self.sensors:
+            self.conversion_ms = max(self.conversion_ms, sensor.conversion_ms)
+        self.flush_ms = int(cfg.flush_interval_s * 1000)
+        self.ack_timeout_ms = int(cfg.ack_timeout_s * 1000)
+        self.retry_max_ms = int(cfg.retry_max_s * 1000)
+        now = time.ticks_ms()
+        self.next_sample = now
+        self.read_at = now
+        self.converting = False
+        self.cycle = 0
+        self.sample_sec = 0
+        self.sample_ms = 0
+        self.last_flush = now
+        self.retry_at = now
+        self.retry_ms = _FIRST_RETRY_S * 1000
+        self.seq = 0
+        self.inflight = 0  # records covered by the batch awaiting its ack (0: none)
+        self.inflight_at = now
+        self.samples = 0
+        self.faults = 0
+        self.events = 0
+        self.sent = 0
+        self.acked = 0
+        self.resends = 0
+
+    # --- sampling -------------------------------------------------------------------------
+
+    def _start_conversions(self, now):
+        self.cycle += 1
+        self.clock.now()
+        # The measurement happens during the conversion: time it at the start.
+        self.sample_sec = self.clock.sec
+        self.sample_ms = self.clock.ms
+        for sensor in self.sensors:
+            sensor.start(self.cycle)
+        self.read_at = time.ticks_add(now, self.conversion_ms)
+        self.converting = True
+        self.next_sample = time.ticks_add(self.next_sample, self.period_ms)
+        if time.ticks_diff(self.next_sample, now) < 0:
+            self.next_sample = time.ticks_add(now, self.period_ms)  # fell behind: do not burst
+
+    def _read_all(self):
+        self.converting = False
+        base_quality = 0 if self.clock.synced else protocol.Q_CLOCK_UNSYNCED
+        sec = self.sample_sec
+        ms = self.sample_ms
+        ring = self.ring
+        for index in range(len(self.sensors)):
+            if ring.count == ring.capacity:
+                self.flush()
+            sensor = self.sensors[index]
+            fault = sensor.read()
+            self.samples += 1
+            if fault:
+                # A fault carries no temperature and is never fed to the detectors.
+                self.faults += 1
+                ring.push(
+                    sec,
+                    ms,
+                    records.NO_VALUE,
+                    records.NO_VALUE,
+                    index,
+                    base_quality | protocol.Q_PROBE_FAULT,
+                    fault,
+                    records.KIND_READING,
+                )
+                continue
+            value = sensor.value_e4
+            ring.push(sec, ms, value, records.NO_VALUE, index, base_quality, 0, 0)
+            detectors = self.detectors[index]
+            if detectors is not None:
+                self._detect(detectors, index, sec, ms, value)
+
+    def _detect(self, detectors, index, sec, ms, value):
+        celsius = value / 10000
+        ring = self.ring
+        if detectors.threshold is not None:
+            kind = detectors.threshold.update(sec, celsius)
+            if kind is not None:
+                limit = detectors.threshold.last_limit_c
+                detail = records.NO_VALUE if limit is None else int(limit * 10000)
+                if ring.count == ring.capacity:
+                    self.flush()
+                ring.push(sec, ms, value, detail, index, 0, 0, detect.kind_code(kind))
+                self.events += 1
+        if detectors.ewma is not None:
+            z, anomaly = detectors.ewma.update(celsius)
+            if anomaly:
+                if ring.count == ring.capacity:
+                    self.flush()
+                ring.push(sec, ms, value, detect.z_e4(z), index, 0, 0, detect.ANOMALY_CODE)
+                self.events += 1
+
+    def flush(self):
+        """Move the RAM ring to the flash spool in (at most) two writes."""
+        first, second = self.ring.chunks()
+        self.last_flush = time.ticks_ms()
+        if first is None:
+            return True
+        ok = self.spool.append(first)
+        if ok and second is not None:
+            ok = self.spool.append(second)
+        if ok:
+            self.ring.clear()
+        return ok
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def encode(self, count):
+        """The first ``count`` records of the batch buffer as a protocol batch (a memoryview
+        into the encoder's buffer, valid until the next call), or ``None`` if too large."""
+        return self.encoder.encode(
+            self.cfg.device_id, self.seq, self.boot_id, self.batch, count, self.sensor_ids
+        )
+
+    def _connect(self, now):
+        if time.ticks_diff(now, self.retry_at) < 0:
+            return False
+        self.watchdog.feed()
+        ok = net.connected() or net.connect(
+            self.cfg.wifi_ssid, self.cfg.wifi_password, 1, feed=self.watchdog.feed
+        )
+        if ok:
+            ok = self.transport.connect()
+        if ok:
+            self.retry_ms = _FIRST_RETRY_S * 1000
+            print("TW connected", self.cfg.transport)
+            return True
+        self.retry_at = time.ticks_add(time.ticks_ms(), self.retry_ms)
+        self.retry_ms = min(self.retry_ms * 2, self.retry_max_ms)
+        return False
+
+    def _take_ack(self):
+        ack = self.transport.last_ack
+        if ack is None:
+            return
+        self.transport.last_ack = None
+        if not self.inflight or ack[0] != self.seq:
+            return  # an ack for an older send: its records are covered by a newer batch
+        self.spool.ack(self.inflight)
+        self.acked += self.inflight
+        print("TW ack", ack[0], self.inflight, ack[1], ack[2], ack[3])
+        self.inflight = 0
+        self.seq += 1
+
+    def deliver(self, now):
+        """Connect when due, take acks, send the next batch; never blocks for long."""
+        if self.offline:
+            return
+        link = self.transport
+        if not link.connected and not self._connect(now):
+            return
+        self.watchdog.feed()
+        link.poll()
+        self._take_ack()
+        if self.inflight:
+            if time.ticks_diff(now, self.inflight_at) < self.ack_timeout_ms:
+                return
+            # No ack in time: send again under a new sequence number.
+            self.inflight = 0
+            self.seq += 1
+            self.resends += 1
+        count = self.spool.read(self.batch, self.cfg.batch_records)
+        if not count:
+            return
+        payload = self.encode(count)
+        while payload is None and count > 1:
+            count //= 2
+            payload = self.encode(count)
+        if payload is None:
+            self.spool.ack(count)  # one record larger than a datagram cannot ever be sent
+            return
+        self.led.set(True)
+        ok = link.send(self.seq, payload)
+        self.led.set(False)
+        if not ok:
+            self.retry_at = time.ticks_add(time.ticks_ms(), self.retry_ms)
+            return
+        self.inflight = count
+        self.inflight_at = time.ticks_ms()
+        self.sent += 1
+        self._take_ack()  # CoAP brings the ack with the response
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def step(self):
+        """One pass of the loop."""
+        now = time.ticks_ms()
+        self.watchdog.feed()
+        if self.converting:
+            if time.ticks_diff(now, self.read_at) >= 0:
+                self._read_all()
+        elif time.ticks_diff(now, self.next_sample) >= 0:
+            self._start_conversions(now)
+            if self.conversion_ms == 0:
+                self._read_all()
+        ring = self.ring
+        if ring.count and (
+            ring.count >= self.cfg.flush_records
+            or time.ticks_diff(now, self.last_flush) >= self.flush_ms
+        ):
+            self.flush()
+        if self.clock.sync_due():
+            self.clock.sync()
+        self.deliver(now)
+
+    def run(self):
+        print("TW start", self.cfg.device_id, self.boot_id, self.cfg.transport)
+        while True:
+            self.step()
+            time.sleep_ms(
+                5 if self.converting or (not self.offline and self.transport.connected) else 20
+            )
+
+    # --- deep sleep -----------------------------------------------------------------------
+
+    def save_rtc_state(self):
+        import json
+
+        from sensorboard import sleep
+
+        state = [[d.get_state() if d else None for d in self.detectors], self.clock.synced]
+        sleep.RtcMemory(self.root).write(_RTC_MAGIC + json.dumps(state).encode())
+
+    def load_rtc_state(self):
+        import json
+
+        from sensorboard import sleep
+
+        raw = sleep.RtcMemory(self.root).read()
+        if not raw or raw[:3] != _RTC_MAGIC:
+            return False
+        try:
+            saved, synced = json.loads(raw[3:])
+            for i in range(min(len(saved), len(self.detectors))):
+                if self.detectors[i] is not None:
+                    self.detectors[i].set_state(saved[i])
+        except (ValueError, TypeError):
+            return False
+        if synced and not self.clock.ntp_host:
+            self.clock.synced = True
+        return True
+
+    def run_once_and_sleep(self, deliver_for_ms=30000):
+        """Deep-sleep mode: one sample, flush, deliver what the link takes, then sleep."""
+        self.load_rtc_state()
+        if self.clock.sync_due():
+            self.clock.sync()
+        self._start_conversions(time.ticks_ms())
+        while time.ticks_diff(time.ticks_ms(), self.read_at) < 0:
+            self.watchdog.feed()
+            time.sleep_ms(10)
+        self._read_all()
+        self.flush()
+        start = time.ticks_ms()
+        while not self.offline and time.ticks_diff(time.ticks_ms(), start) < deliver_for_ms:
+            self.deliver(time.ticks_ms())
+            if not self.inflight and not self.spool.pending():
+                break
+            time.sleep_ms(10)
+        if not self.offline:
+            self.transport.close()
+        self.save_rtc_state()
+        from sensorboard import sleep
+
+        sleep.deep_sleep(self.cfg.deep_sleep_s * 1000)
+
+
+def board_root():
+    """The board's filesystem root: the working directory on the unix port, "" on a board."""
+    cwd = os.getcwd()
+    return "" if cwd == "/" else cwd
+
+
+def _load_config(root):
+    # A function of its own so that no frame still running holds the config module: once
+    # unloaded, its code goes back to the heap.
+    from sensorboard import config
+
+    cfg = config.load(root)
+    problems = config.fatal(cfg)
+    del config
+    forget("sensorboard.config")
+    return cfg, problems
+
+
+def start(root=None):
+    """Load the config and build the board; ``None`` (after saying why) if it cannot run."""
+    if root is None:
+        root = board_root()
+    cfg, problems = _load_config(root)
+    for problem in cfg.errors:
+        print("TW config", problem)
+    for problem in problems:
+        print("TW config fatal", problem)
+    if problems:
+        return None
+    return Board(cfg, root)
+
+
+def main(root=None):
+    board = start(root)
+    if board is None:
+        if hw.is_unix():
+            sys.exit(2)
+        # On a board: wait for a technician to fix config.json rather than boot-looping.
+        while True:
+            time.sleep(60)
+    if board.cfg.deep_sleep_s:
+        board.run_once_and_sleep()
+    else:
+        board.run()

@@ -1,0 +1,141 @@
+"""MQTT through micropython-lib's ``umqtt.simple``: QoS 1 batches on ``tw/v1/<dev>/readings``,
+acknowledgements from the collector on ``tw/v1/<dev>/ack``, a retained status with a last will.
+
+The client id is the device id (a stable id keeps the broker session), and the session is kept
+(``clean_session=False``) so an ack published while the board was briefly away still arrives.
+A broker PUBACK only means the broker has the batch; the spool waits for the collector's ack.
+"""
+
+import socket
+import time
+
+from sensorboard import VERSION
+from sensorboard.transport import Transport
+from shared import protocol
+
+
+class MqttTransport(Transport):
+    def __init__(self, cfg, boot_id):
+        Transport.__init__(self, boot_id)
+        self.cfg = cfg
+        device = cfg.device_id
+        self.topic_readings = protocol.topic(device, protocol.T_READINGS)
+        self.topic_ack = protocol.topic(device, protocol.T_ACK)
+        self.topic_ack_bytes = self.topic_ack.encode()  # umqtt hands topics over as bytes
+        self.topic_status = protocol.topic(device, protocol.T_STATUS)
+        self.client = None
+        self.timeout_s = cfg.socket_timeout_s
+        self.keepalive_ms = cfg.mqtt_keepalive_s * 500  # ping at half the keepalive
+        self._last_io = time.ticks_ms()
+
+    def connect(self):
+        from umqtt.simple import MQTTClient
+
+        self.close()
+        cfg = self.cfg
+        client = MQTTClient(
+            cfg.device_id,
+            cfg.mqtt_host,
+            cfg.mqtt_port,
+            cfg.mqtt_username or None,
+            cfg.mqtt_password,
+            cfg.mqtt_keepalive_s,
+        )
+        client.set_callback(self._on_message)
+        client.set_last_will(
+            self.topic_status, protocol.encode_status("offline"), retain=True, qos=1
+        )
+        try:
+            client.connect(clean_session=False)
+            client.sock.settimeout(self.timeout_s)
+            client.subscribe(self.topic_ack, qos=1)
+            client.publish(
+                self.topic_status,
+                protocol.encode_status("online", self.boot_id, VERSION),
+                retain=True,
+                qos=1,
+            )
+        except Exception as exc:  # refused, unreachable, bad credentials (MQTTException 5)
+            self.note_error("connect: " + repr(exc))
+            _close_socket(client)
+            return False
+        self.client = client
+        self.connected = True
+        self._last_io = time.ticks_ms()
+        return True
+
+    def _on_message(self, topic, msg):
+        if topic == self.topic_ack_bytes:
+            self.handle_ack(msg)
+
+    def send(self, seq, payload):
+        if self.client is None:
+            return False
+        try:
+            self.client.publish(self.topic_readings, payload, qos=1)
+            self._last_io = time.ticks_ms()
+            return True
+        except Exception as exc:
+            self._lost("publish: " + repr(exc))
+            return False
+
+    def poll(self):
+        client = self.client
+        if client is None:
+            return
+        try:
+            # check_msg switches the socket to blocking without a timeout: restore it each time.
+            for _ in range(4):
+                if client.check_msg() is None:
+                    break
+                self._last_io = time.ticks_ms()
+            client.sock.settimeout(self.timeout_s)
+            if (
+                self.keepalive_ms
+                and time.ticks_diff(time.ticks_ms(), self._last_io) > self.keepalive_ms
+            ):
+                client.ping()
+                self._last_io = time.ticks_ms()
+        except Exception as exc:
+            self._lost("poll: " + repr(exc))
+
+    def _lost(self, text):
+        self.note_error(text)
+        _close_socket(self.client)
+        self.client = None
+        self.connected = False
+
+    def close(self):
+        if self.client is not None:
+            try:
+                self.client.disconnect()
+            except Exception:
+                _close_socket(self.client)
+        self.client = None
+        self.connected = False
+
+    def reachable(self):
+        return tcp_reachable(self.cfg.mqtt_host, self.cfg.mqtt_port, self.timeout_s)
+
+
+def _close_socket(client):
+    try:
+        if client is not None and client.sock is not None:
+            client.sock.close()
+    except Exception:
+        pass
+
+
+def tcp_reachable(host, port, timeout_s):
+    sock = None
+    try:
+        addr = socket.getaddrinfo(host, port)[0][-1]
+        sock = socket.socket()
+        sock.settimeout(timeout_s)
+        sock.connect(addr)
+        return True, host + ":" + str(port) + " accepts connections"
+    except (OSError, IndexError) as exc:
+        return False, host + ":" + str(port) + " " + repr(exc)
+    finally:
+        if sock is not None:
+            sock.close()

@@ -8,12 +8,16 @@ must hold exactly that many (minus reported drops), each (sensor, time) once.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from shared import protocol
 from shared.decode import decode_batch
@@ -26,7 +30,6 @@ from tests.edge.agent_process import (
 )
 from tests.edge.sysfs import W1Bus
 from tests.support.broker import MosquittoBroker
-from tests.support.mqtt import TestClient
 from tests.support.net import wait_for
 from tests.support.processes import start_collector
 
@@ -41,7 +44,7 @@ def _stop_drained(agent, spool: Path) -> dict:  # type: ignore[no-untyped-def]
     return snap
 
 
-def _assert_in_order(watcher: TestClient) -> None:
+def _assert_in_order(watcher: Watcher) -> None:
     """Each sensor's readings were published in measurement order (resent batches aside)."""
     seen: set[int] = set()
     last: dict[str, int] = defaultdict(lambda: -1)
@@ -56,17 +59,43 @@ def _assert_in_order(watcher: TestClient) -> None:
     assert seen
 
 
+class Watcher:
+    """Records everything the agent publishes. Its session is persistent (MQTT 3.1.1,
+    clean_session off, QoS 1), so the broker keeps its subscription and queues messages for it
+    across the broker restart: it misses nothing, whoever reconnects first."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="edge-test-watcher",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload)))
+        self.client.reconnect_delay_set(0.2, 1)
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe(protocol.topic(DEVICE, "#"), 1)
+        self.client.loop_start()
+
+    def received(self, topic: str) -> list[bytes]:
+        return [payload for t, payload in list(self.messages) if t == topic]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 @pytest.fixture
 def watcher(own_broker: MosquittoBroker):  # type: ignore[no-untyped-def]
-    # A persistent session, so that it keeps its subscription across the broker restart.
-    client = TestClient(own_broker.port, client_id="edge-test-watcher")
-    client.subscribe(protocol.topic(DEVICE, "#"))
+    client = Watcher(own_broker.port)
+    wait_for(client.client.is_connected, 10, what="watcher connected")
     yield client
     client.close()
 
 
 def test_broker_outage_every_reading_stored_exactly_once_in_order(
-    own_broker: MosquittoBroker, fresh_database_url: str, tmp_path: Path, watcher: TestClient
+    own_broker: MosquittoBroker, fresh_database_url: str, tmp_path: Path, watcher: Watcher
 ) -> None:
     collector = start_collector(fresh_database_url, own_broker.port)
     spool = tmp_path / "spool.db"
@@ -93,7 +122,7 @@ def test_broker_outage_every_reading_stored_exactly_once_in_order(
             per_sensor[sensor].append(time_ms)
         assert sorted(per_sensor) == ["sim-0", "sim-1", "sim-2", "sim-3"]
         for times in per_sensor.values():
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             assert max(gaps) < 1000  # no hole where the outage was
         _assert_in_order(watcher)
     finally:
@@ -131,7 +160,7 @@ def test_sigkill_mid_run_loses_nothing_spooled_and_duplicates_nothing(
 
 
 def test_small_spool_drops_oldest_and_reports_the_exact_count(
-    own_broker: MosquittoBroker, fresh_database_url: str, tmp_path: Path, watcher: TestClient
+    own_broker: MosquittoBroker, fresh_database_url: str, tmp_path: Path, watcher: Watcher
 ) -> None:
     collector = start_collector(fresh_database_url, own_broker.port)
     spool = tmp_path / "spool.db"
@@ -160,15 +189,11 @@ def test_small_spool_drops_oldest_and_reports_the_exact_count(
         final = _stop_drained(agent, spool)
         rows = stored_readings(fresh_database_url)
         assert len(rows) == final["ever_added"] - final["dropped"]
-        reported = [
-            decode_status
-            for decode_status in (
-                __import__("json").loads(p)
-                for p in watcher.received(protocol.topic(DEVICE, protocol.T_STATUS))
-            )
-            if "dropped" in decode_status
+        statuses = [
+            json.loads(p) for p in watcher.received(protocol.topic(DEVICE, protocol.T_STATUS))
         ]
-        assert reported[-1]["dropped"] == final["dropped"]
+        reported = [s["dropped"] for s in statuses if "dropped" in s]
+        assert reported[-1] == final["dropped"]  # upstream heard the exact count
     finally:
         agent.kill()
         collector.stop()

@@ -87,8 +87,17 @@ class Stack:
 
 def _create_admin(env: dict[str, str], password: str) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "thermowatch.cli", "collector", "create-admin",
-         "--username", "root-admin", "--api-key", "tests"],
+        [
+            sys.executable,
+            "-m",
+            "thermowatch.cli",
+            "collector",
+            "create-admin",
+            "--username",
+            "root-admin",
+            "--api-key",
+            "tests",
+        ],
         input=f"{password}\n{password}\n",
         capture_output=True,
         text=True,

@@ -92,7 +92,9 @@ def pipeline_cost(workdir: Path, n: int = 20_000) -> float:
     """Microseconds per reading through validate, detect, spool, batch encode and ack."""
     spool = Spool(workdir / "micro.db")
     detectors = {
-        f"s{i}": SensorDetectors(f"s{i}", DetectorConfig(high_c=30.0, ewma_alpha=0.1))
+        f"s{i}": SensorDetectors(
+            f"s{i}", DetectorConfig.model_validate({"high_c": 30.0, "ewma_alpha": 0.1})
+        )
         for i in range(8)
     }
     start_ms = 1_763_900_000_000

@@ -117,7 +117,7 @@ def test_expired_tampered_and_unsigned_tokens_are_refused(stack: Stack, homes: T
     now = int(time.time())
     claims = {"sub": "1", "iat": now - 3600, "exp": now - 1800, "iss": "thermowatch-collector"}
     expired = jwt.encode(claims, stack.secret_key, algorithm="HS256")
-    header, payload, signature = homes.owner_a.split(".")
+    header, _payload, signature = homes.owner_a.split(".")
     tampered = ".".join((header, _b64({**claims, "exp": now + 600}), signature))
     live = {**claims, "exp": now + 600}
     unsigned = ".".join((_b64({"alg": "none", "typ": "JWT"}), _b64(live), ""))

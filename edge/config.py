@@ -59,6 +59,7 @@ class DS18B20Config(_SensorBase):
     """A DS18B20 probe read through the kernel's w1-therm driver; ``id`` is its ROM id."""
 
     type: Literal["ds18b20"] = "ds18b20"
+    rom: str | None = None  # the probe's directory under w1_devices; defaults to the id
     w1_devices: str = W1_DEVICES
     crc_retries: int = Field(2, ge=0, le=10)
 
@@ -176,14 +177,35 @@ class EdgeSettings(BaseSettings):
         return [s.id for s in self.sensors]
 
 
+def _bundle_sensor(entry: Any) -> dict[str, Any] | None:
+    """A sensor config from a bundle entry: the collector lists ``{sensor_id, label,
+    rom_address}``; which driver reads it follows from the ROM address or the id."""
+    if not isinstance(entry, dict) or "type" in entry:
+        return entry if isinstance(entry, dict) else None
+    sensor_id = entry.get("sensor_id")
+    if not isinstance(sensor_id, str):
+        return None
+    rom = entry.get("rom_address")
+    if rom or sensor_id.startswith("28-"):
+        return {"type": "ds18b20", "id": sensor_id, "rom": rom or sensor_id}
+    if sensor_id == "cpu":
+        return {"type": "cpu", "id": sensor_id}
+    if sensor_id.startswith("sim-"):
+        return {"type": "simulator", "id": sensor_id}
+    return None  # an I2C probe needs its bus and address from the TOML file
+
+
 def bundle_values(bundle: dict[str, Any]) -> dict[str, Any]:
-    """Flatten a provisioning bundle (``mqtt: {host, ...}``, ``coap: {url, token}``, ...)."""
+    """Flatten a provisioning bundle (``mqtt: {host, ...}``, ``coap: {url, token}``, ...).
+    Its ``config`` (thresholds, sample period) is applied like a pushed config."""
     values: dict[str, Any] = {}
     for key, value in bundle.items():
         if key in ("mqtt", "coap", "http") and isinstance(value, dict):
             for sub, sub_value in value.items():
                 values[f"{key}_{sub}"] = sub_value
-        else:
+        elif key == "sensors" and isinstance(value, list):
+            values["sensors"] = [x for x in map(_bundle_sensor, value) if x is not None]
+        elif key != "config":
             values[key] = value
     return values
 
@@ -196,16 +218,24 @@ def load_settings(
 ) -> EdgeSettings:
     """Settings from defaults, a bundle, a TOML file, overrides and (highest) the environment."""
     values: dict[str, Any] = dict(defaults or {})
+    bundle_config: Any = None
     try:
         if bundle_file is not None:
-            values.update(bundle_values(json.loads(bundle_file.read_text())))
+            bundle = json.loads(bundle_file.read_text())
+            if not isinstance(bundle, dict):
+                raise ValueError("the bundle must be a JSON object")
+            values.update(bundle_values(bundle))
+            bundle_config = bundle.get("config")
         if config_file is not None:
             values.update(tomllib.loads(config_file.read_text()))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read configuration: {exc}") from None
     values.update(overrides)
     try:
-        return EdgeSettings(**values)
+        settings = EdgeSettings(**values)
+        if bundle_config:
+            settings = apply_pushed(settings, PushedConfig.model_validate(bundle_config))
+        return settings
     except ValidationError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -21,7 +21,7 @@ def build_sensor(config: SensorConfig) -> Sensor:
     if config.type == "ds18b20":
         from edge.sensors.onewire import DS18B20Sensor
 
-        return DS18B20Sensor(config.id, config.w1_devices, config.crc_retries)
+        return DS18B20Sensor(config.id, config.w1_devices, config.crc_retries, config.rom)
     if config.type == "cpu":
         from edge.sensors.thermal import CpuSensor
 

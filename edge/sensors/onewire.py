@@ -62,9 +62,11 @@ class DS18B20Sensor(Sensor):
     kind = "ds18b20"
     range_c = DS18B20_RANGE_C
 
-    def __init__(self, sensor_id: str, w1_devices: str, crc_retries: int = 2) -> None:
+    def __init__(
+        self, sensor_id: str, w1_devices: str, crc_retries: int = 2, rom: str | None = None
+    ) -> None:
         super().__init__(sensor_id)
-        self.directory = os.path.join(w1_devices, sensor_id)
+        self.directory = os.path.join(w1_devices, rom or sensor_id)
         self.crc_retries = crc_retries
         self.crc_errors = 0
 

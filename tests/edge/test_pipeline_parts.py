@@ -115,6 +115,31 @@ def test_config_precedence_env_over_toml_over_bundle(
     assert [x.type for x in s.sensors] == ["cpu"]  # the file's list replaces the bundle's
 
 
+def test_the_collectors_provisioning_bundle_is_accepted_as_it_is(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(
+        json.dumps(
+            {
+                "device_id": "gw-2",
+                "mqtt": {"host": "mq.example", "port": 1883, "username": "gw-2", "password": "x"},
+                "coap": {"url": "coap://mq.example", "token": "t"},
+                "http": {"url": "https://mq.example", "token": "h"},
+                "sensors": [
+                    {"sensor_id": "freezer", "label": "Freezer", "rom_address": "28-0316a279d1ff"},
+                    {"sensor_id": "cpu", "label": None},
+                    {"sensor_id": "sht-1", "label": "needs a bus from the TOML file"},
+                ],
+                "config": {"v": 1, "sample_period_s": 30, "sensors": {"freezer": {"high_c": -15}}},
+            }
+        )
+    )
+    s = load_settings(None, bundle)
+    assert [(x.type, x.id) for x in s.sensors] == [("ds18b20", "freezer"), ("cpu", "cpu")]
+    assert s.sensors[0].rom == "28-0316a279d1ff"  # type: ignore[union-attr]
+    assert s.sample_period_s == 30 and s.sensors[0].detect.high_c == -15
+    assert s.mqtt_username == "gw-2"
+
+
 def test_invalid_config_is_refused_with_the_field_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="sample_period_s"):
         load_settings(None, None, device_id="gw", sample_period_s=-1)

@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     public_coap_url: str | None = None
     public_http_url: str | None = None
 
+    # Alerts. A reading measured longer ago than the live window is a backfill: evaluated and
+    # recorded, but no "now" notification for a condition that already ended.
+    alerts_enabled: bool = True
+    alerts_live_window_s: float = 300.0
+    alerts_sweep_interval_s: float = 5.0  # stale sensors, offline devices, repeats
+    alerts_rule_cache_s: float = 2.0  # how soon an edited rule applies on every instance
+    # Notifications: outbox polling, retries with exponential backoff.
+    notify_poll_interval_s: float = 1.0
+    notify_max_attempts: int = 10
+    notify_backoff_base_s: float = 2.0
+    notify_backoff_max_s: float = 600.0
+    homeassistant_sync_interval_s: float = 30.0
+
     # Storage (TimescaleDB).
     chunk_interval_days: int = 1
     # Used only with the Timescale-licensed edition (compression, retention policies).

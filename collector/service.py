@@ -9,6 +9,7 @@ import logging
 
 import uvicorn
 
+from collector.alerts.runtime import AlertServices
 from collector.api.app import create_app
 from collector.auth.tokens import signing_key
 from collector.broker.sync import BrokerSync
@@ -49,6 +50,10 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
         broker_sync.sync_quietly()
         broker_sync.start()
     mqtt = MqttIngest(settings, pipeline) if settings.mqtt_enabled else None
+    alerting = AlertServices(settings) if settings.alerts_enabled else None
+    if alerting is not None:
+        alerting.attach(writer)
+        alerting.start()
     app = create_app(
         engine=engine,
         pipeline=pipeline,
@@ -59,6 +64,7 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
         mqtt=mqtt,
         registry=registry,
         settings=settings,
+        alert_stream=alerting.stream if alerting is not None else None,
     )
     coap = None
     if settings.coap_enabled:
@@ -87,4 +93,6 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
             await coap.shutdown()
         # Commit what was accepted; anything not committed was not acknowledged either.
         await asyncio.to_thread(writer.stop)
+        if alerting is not None:
+            await asyncio.to_thread(alerting.stop)
         engine.dispose()

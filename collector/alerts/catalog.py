@@ -15,8 +15,8 @@ import psycopg
 from collector.alerts.messages import Subject
 from collector.alerts.rules import RULE_COLUMNS, Rule, applicable, rule_from_row
 
-# Works before and after the auth branch adds devices.home_id (a missing key reads as NULL).
-DEVICE_HOME_SQL = "(to_jsonb(d) ->> 'home_id')::bigint"
+# The home a device belongs to (devices.home_id comes with the auth migration branch).
+DEVICE_HOME_SQL = "d.home_id"
 
 
 @dataclass(frozen=True, slots=True)

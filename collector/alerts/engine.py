@@ -121,8 +121,10 @@ class AlertEngine:
         live_window_s: float = 300.0,
         rule_cache_s: float = 2.0,
         clock: Callable[[], float] = time.time,
+        on_changes: Callable[[], None] | None = None,
     ) -> None:
         self._url = database_url
+        self._on_changes = on_changes  # e.g. wake the outbox drainer
         self.live_window_ms = int(live_window_s * 1000)
         self.catalog = Catalog(ttl_s=rule_cache_s)
         self._clock = clock
@@ -164,7 +166,8 @@ class AlertEngine:
             while not self._stop.is_set():
                 try:
                     started = time.perf_counter()
-                    self.process(works)
+                    if self.process(works) and self._on_changes is not None:
+                        self._on_changes()
                     EVAL_SECONDS.observe(time.perf_counter() - started)
                     break
                 except psycopg.Error as exc:

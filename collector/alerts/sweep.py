@@ -74,8 +74,10 @@ class Sweeper:
         live_window_s: float = 300.0,
         clock: Callable[[], float] = time.time,
         extra: list[Callable[[psycopg.Connection], None]] | None = None,
+        on_changes: Callable[[], None] | None = None,
     ) -> None:
         self._url = database_url
+        self._on_changes = on_changes
         self.interval_s = interval_s
         self.live_window_ms = int(live_window_s * 1000)
         self._clock = clock
@@ -100,7 +102,10 @@ class Sweeper:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = connect(self._url, autocommit=True)
-                if self.sweep(self._conn) is not None:
+                changes = self.sweep(self._conn)
+                if changes is not None:
+                    if self._on_changes is not None:
+                        self._on_changes()
                     for job in self.extra:
                         job(self._conn)
             except Exception:  # the next round tries again with a fresh connection

@@ -9,7 +9,17 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import Engine
 
 from collector.api.deps import authorize
-from collector.api.routes import audit, auth, devices, health, homes, ingest, readings, users
+from collector.api.routes import (
+    alerts,
+    audit,
+    auth,
+    devices,
+    health,
+    homes,
+    ingest,
+    readings,
+    users,
+)
 from collector.db.capabilities import Capabilities
 from collector.ingest.pipeline import IngestPipeline
 
@@ -39,6 +49,6 @@ def create_app(
     state.setdefault("settings", pipeline.settings)
     for key, value in state.items():
         setattr(app.state, key, value)
-    for router in (health, ingest, auth, devices, readings, homes, users, audit):
+    for router in (health, ingest, auth, devices, readings, homes, users, audit, alerts):
         app.include_router(router.router)
     return app

@@ -54,6 +54,24 @@ RULES: dict[tuple[str, str], frozenset[Role]] = {
     ("PATCH", _USER): ADMIN,
     ("DELETE", _USER): ADMIN,
     ("GET", "/api/v1/audit"): ADMIN,
+    # Alerts: everyone sees (and acknowledges) the alerts of the homes they may see; rules and
+    # notification targets are edited by admins and, for their own homes, by homeowners.
+    ("GET", "/api/v1/alerts"): ANYONE,
+    ("GET", "/api/v1/alerts/stream"): ANYONE,
+    ("GET", "/api/v1/alerts/{alert_id}"): ANYONE,
+    ("GET", "/api/v1/alerts/{alert_id}/history"): ANYONE,
+    ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): ANYONE,
+    ("POST", "/api/v1/alerts/{alert_id}/silence"): ANYONE,
+    ("GET", "/api/v1/alert-rules"): ANYONE,
+    ("POST", "/api/v1/alert-rules"): OWNERS,
+    ("POST", "/api/v1/alert-rules/backtest"): ANYONE,
+    ("GET", "/api/v1/alert-rules/{rule_id}"): ANYONE,
+    ("PATCH", "/api/v1/alert-rules/{rule_id}"): OWNERS,
+    ("DELETE", "/api/v1/alert-rules/{rule_id}"): OWNERS,
+    ("GET", "/api/v1/notify-targets"): ANYONE,
+    ("POST", "/api/v1/notify-targets"): OWNERS,
+    ("PUT", "/api/v1/notify-targets/{target_id}"): OWNERS,
+    ("DELETE", "/api/v1/notify-targets/{target_id}"): OWNERS,
 }
 
 # Served by FastAPI itself: the schema and its viewers describe the API, not its data.

@@ -1,0 +1,80 @@
+"""Device presence from MQTT: each device publishes its status retained on
+``tw/v1/<device>/status`` and leaves a last will saying ``offline``; this records the latest
+state per device in ``device_presence`` for the offline rule.
+
+Every instance subscribes (not shared): the status is retained and tiny, and the upsert keeps
+only changes, so several instances writing the same state are harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.config import Settings
+from collector.db.connection import connect
+from shared import protocol as p
+
+log = logging.getLogger(__name__)
+
+_UPSERT = """
+INSERT INTO device_presence AS dp (device_id, state, changed_at) VALUES (%s, %s, now())
+ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, changed_at = now()
+WHERE dp.state IS DISTINCT FROM excluded.state
+"""
+
+
+def parse_status(payload: bytes) -> str | None:
+    """``online``/``offline`` from a status payload (JSON, or the bare word), else None."""
+    text = payload.decode("utf-8", "replace").strip()
+    if text in ("online", "offline"):
+        return text
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    state = obj.get("state") if isinstance(obj, dict) else None
+    return state if state in ("online", "offline") else None
+
+
+class PresenceListener:
+    def __init__(self, settings: Settings) -> None:
+        self._url = settings.database_url
+        self.settings = settings
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"{settings.mqtt_client_id}-presence",
+            protocol=mqtt.MQTTv5,
+        )
+        if settings.mqtt_username:
+            client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client = client
+
+    def start(self) -> None:
+        self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe(p.TOPIC_PREFIX + "/+/" + p.T_STATUS, qos=1)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        parsed = p.parse_topic(msg.topic)
+        state = parse_status(bytes(msg.payload))
+        if parsed is None or state is None or not p.valid_id(parsed[0]):
+            return
+        try:
+            with connect(self._url, autocommit=True) as conn:
+                conn.execute(_UPSERT, (parsed[0], state))
+        except Exception:  # the next status message (or the sweep's last-seen check) still works
+            log.exception("recording the presence of %s failed", parsed[0])

@@ -1,0 +1,95 @@
+"""The notifier interface, what it is given to send, and the registry of channels by name."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+
+class NotifyError(Exception):
+    """A delivery failed. ``retryable`` False means trying again cannot help (e.g. HTTP 404)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message to one target: every queued notification of that target that was due
+    together (grouping per home: a target belongs to one home or to all)."""
+
+    delivery_id: str  # stable across retries: receivers can drop duplicates by it
+    target_id: int
+    target_name: str
+    home_id: int | None
+    config: dict[str, Any]
+    items: list[dict[str, Any]] = field(default_factory=list)  # alert payloads, oldest first
+
+    @property
+    def title(self) -> str:
+        if len(self.items) == 1:
+            item = self.items[0]
+            return f"{_LABEL.get(item['event'], item['event'].upper())}: {item['message']}"
+        return f"{len(self.items)} alert updates"
+
+    @property
+    def text(self) -> str:
+        """Plain text, one line per alert, as Slack and e-mail show it."""
+        lines = [
+            f"{_LABEL.get(i['event'], i['event'].upper())} [{i['severity']}] {i['message']}"
+            for i in self.items
+        ]
+        return "\n".join(lines)
+
+
+_LABEL = {"firing": "ALERT", "repeat": "STILL FIRING", "resolved": "RESOLVED"}
+
+
+class Notifier(ABC):
+    """Sends a :class:`Delivery`; raises :class:`NotifyError` when it did not arrive."""
+
+    kind: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+
+    @abstractmethod
+    def send(self, delivery: Delivery) -> None: ...
+
+
+# Imported on first use: a deployment without e-mail never loads smtplib's friends, and a
+# broken optional channel cannot stop the others.
+_CHANNELS = {
+    "webhook": "collector.notify.webhook:WebhookNotifier",
+    "smtp": "collector.notify.smtp:SmtpNotifier",
+    "mqtt": "collector.notify.mqtt:MqttNotifier",
+    "homeassistant": "collector.notify.homeassistant:HomeAssistantNotifier",
+}
+KINDS = tuple(_CHANNELS)
+
+
+def notifier_class(kind: str) -> type[Notifier]:
+    try:
+        module, name = _CHANNELS[kind].split(":")
+    except KeyError:
+        raise NotifyError(f"unknown notifier kind {kind!r}", retryable=False) from None
+    cls: type[Notifier] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def validate_config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The target's config with defaults, or ValueError naming what is wrong."""
+    try:
+        model = notifier_class(kind).Config
+    except NotifyError as exc:
+        raise ValueError(str(exc)) from None
+    try:
+        return model.model_validate(config).model_dump(mode="json")
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ValueError(reasons) from None

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from sensorboard import detect, forget, hw, net, records
+from sensorboard import detect, forget, hw, records
 from sensorboard.batch import BatchEncoder
 from sensorboard.clock import Clock
 from sensorboard.spool import Spool
@@ -19,7 +19,6 @@ from shared import protocol
 from shared.compat import const
 
 _FIRST_RETRY_S = const(1)
-_RTC_MAGIC = b"TW1"
 
 
 def _new_boot_id():
@@ -31,6 +30,16 @@ class Board:
     """Everything one board runs; ``root`` is its filesystem root (``""`` on a real board)."""
 
     def __init__(self, cfg, root=""):
+        import gc
+
+        # The large buffers first, while the heap is still in one piece.
+        gc.collect()
+        self.ring = records.Ring(cfg.ring_records)
+        self.batch = bytearray(cfg.batch_records * records.RECORD_SIZE)
+        payload_bytes = cfg.batch_records * 48 + 128
+        if cfg.transport == "coap":
+            payload_bytes = min(payload_bytes, 1024)  # one datagram, no block-wise transfer
+        self.encoder = BatchEncoder(payload_bytes)
         self.cfg = cfg
         self.root = root
         self.boot_id = _new_boot_id()
@@ -41,16 +50,12 @@ class Board:
 
         self.sensors = assemble.sensors(cfg)
         self.detectors = assemble.detectors(cfg)
-        self.ring = records.Ring(cfg.ring_records)
         self.spool = Spool(root, cfg.segment_records, cfg.max_segments)
         self.transport = assemble.transport(cfg, self.boot_id, self.watchdog.feed)
-        del assemble
-        forget("sensorboard.assemble")
         self.offline = self.transport is None
-        self.batch = bytearray(cfg.batch_records * records.RECORD_SIZE)
-        self.sensor_ids = [sensor.sensor_id for sensor in self.sensors]
-        max_payload = 1024 if self.offline else self.transport.max_payload
-        self.encoder = BatchEncoder(min(max_payload, cfg.batch_records * 48 + 128))
+        self.sensor_ids = []
+        for sensor in self.sensors:  # no comprehension: each one is a function object
+            self.sensor_ids.append(sensor.sensor_id)
         self.period_ms = int(cfg.sample_period_s * 1000)
         self.conversion_ms = 0
         for sensor in self.sensors:
@@ -136,7 +141,7 @@ class Board:
                 detail = records.NO_VALUE if limit is None else int(limit * 10000)
                 if ring.count == ring.capacity:
                     self.flush()
-                ring.push(sec, ms, value, detail, index, 0, 0, detect.kind_code(kind))
+                ring.push(sec, ms, value, detail, index, 0, 0, detect.KIND_CODE[kind])
                 self.events += 1
         if detectors.ewma is not None:
             z, anomaly = detectors.ewma.update(celsius)
@@ -156,25 +161,23 @@ class Board:
         if ok and second is not None:
             ok = self.spool.append(second)
         if ok:
-            self.ring.clear()
+            self.ring.head = 0
+            self.ring.count = 0
         return ok
 
     # --- delivery -------------------------------------------------------------------------
-
-    def encode(self, count):
-        """The first ``count`` records of the batch buffer as a protocol batch (a memoryview
-        into the encoder's buffer, valid until the next call), or ``None`` if too large."""
-        return self.encoder.encode(
-            self.cfg.device_id, self.seq, self.boot_id, self.batch, count, self.sensor_ids
-        )
 
     def _connect(self, now):
         if time.ticks_diff(now, self.retry_at) < 0:
             return False
         self.watchdog.feed()
-        ok = net.connected() or net.connect(
-            self.cfg.wifi_ssid, self.cfg.wifi_password, 1, feed=self.watchdog.feed
-        )
+        ok = True
+        if self.cfg.wifi_ssid:  # a board on Wi-Fi (the unix port has the host's network)
+            from sensorboard import net
+
+            ok = net.connected() or net.connect(
+                self.cfg.wifi_ssid, self.cfg.wifi_password, 1, feed=self.watchdog.feed
+            )
         if ok:
             ok = self.transport.connect()
         if ok:
@@ -218,10 +221,13 @@ class Board:
         count = self.spool.read(self.batch, self.cfg.batch_records)
         if not count:
             return
-        payload = self.encode(count)
-        while payload is None and count > 1:
+        while True:
+            payload = self.encoder.encode(
+                self.cfg.device_id, self.seq, self.boot_id, self.batch, count, self.sensor_ids
+            )
+            if payload is not None or count == 1:
+                break
             count //= 2
-            payload = self.encode(count)
         if payload is None:
             self.spool.ack(count)  # one record larger than a datagram cannot ever be sent
             return
@@ -267,101 +273,26 @@ class Board:
                 5 if self.converting or (not self.offline and self.transport.connected) else 20
             )
 
-    # --- deep sleep -----------------------------------------------------------------------
-
-    def save_rtc_state(self):
-        import json
-
-        from sensorboard import sleep
-
-        state = [[d.get_state() if d else None for d in self.detectors], self.clock.synced]
-        sleep.RtcMemory(self.root).write(_RTC_MAGIC + json.dumps(state).encode())
-
-    def load_rtc_state(self):
-        import json
-
-        from sensorboard import sleep
-
-        raw = sleep.RtcMemory(self.root).read()
-        if not raw or raw[:3] != _RTC_MAGIC:
-            return False
-        try:
-            saved, synced = json.loads(raw[3:])
-            for i in range(min(len(saved), len(self.detectors))):
-                if self.detectors[i] is not None:
-                    self.detectors[i].set_state(saved[i])
-        except (ValueError, TypeError):
-            return False
-        if synced and not self.clock.ntp_host:
-            self.clock.synced = True
-        return True
-
-    def run_once_and_sleep(self, deliver_for_ms=30000):
-        """Deep-sleep mode: one sample, flush, deliver what the link takes, then sleep."""
-        self.load_rtc_state()
-        if self.clock.sync_due():
-            self.clock.sync()
-        self._start_conversions(time.ticks_ms())
-        while time.ticks_diff(time.ticks_ms(), self.read_at) < 0:
-            self.watchdog.feed()
-            time.sleep_ms(10)
-        self._read_all()
-        self.flush()
-        start = time.ticks_ms()
-        while not self.offline and time.ticks_diff(time.ticks_ms(), start) < deliver_for_ms:
-            self.deliver(time.ticks_ms())
-            if not self.inflight and not self.spool.pending():
-                break
-            time.sleep_ms(10)
-        if not self.offline:
-            self.transport.close()
-        self.save_rtc_state()
-        from sensorboard import sleep
-
-        sleep.deep_sleep(self.cfg.deep_sleep_s * 1000)
-
-
-def board_root():
-    """The board's filesystem root: the working directory on the unix port, "" on a board."""
-    cwd = os.getcwd()
-    return "" if cwd == "/" else cwd
-
-
-def _load_config(root):
-    # A function of its own so that no frame still running holds the config module: once
-    # unloaded, its code goes back to the heap.
-    from sensorboard import config
-
-    cfg = config.load(root)
-    problems = config.fatal(cfg)
-    del config
-    forget("sensorboard.config")
-    return cfg, problems
-
-
-def start(root=None):
-    """Load the config and build the board; ``None`` (after saying why) if it cannot run."""
-    if root is None:
-        root = board_root()
-    cfg, problems = _load_config(root)
-    for problem in cfg.errors:
-        print("TW config", problem)
-    for problem in problems:
-        print("TW config fatal", problem)
-    if problems:
-        return None
-    return Board(cfg, root)
-
 
 def main(root=None):
-    board = start(root)
+    from sensorboard import assemble
+
+    if root is None:
+        # The board's filesystem root: the working directory on the unix port, "" on a board.
+        root = os.getcwd()
+        root = "" if root == "/" else root
+    board = assemble.board(root)
+    del assemble
+    forget("sensorboard.assemble")
     if board is None:
-        if hw.is_unix():
+        if sys.platform in ("linux", "darwin"):  # the unix port: say so with the exit status
             sys.exit(2)
         # On a board: wait for a technician to fix config.json rather than boot-looping.
         while True:
             time.sleep(60)
     if board.cfg.deep_sleep_s:
-        board.run_once_and_sleep()
+        from sensorboard import sleep
+
+        sleep.run_once_and_sleep(board)
     else:
         board.run()

@@ -92,3 +92,29 @@ def transport(cfg, boot_id, feed=None):
 
         return CoapTransport(cfg, boot_id, feed)
     return None
+
+
+def _load_config(root):
+    # A function of its own so that no running frame still holds the config module: once
+    # forgotten, its code goes back to the heap.
+    from sensorboard import config, forget
+
+    cfg = config.load(root)
+    problems = config.fatal(cfg)
+    del config
+    forget("sensorboard.config")
+    return cfg, problems
+
+
+def board(root):
+    """Load the config and build the board; ``None`` (after saying why) if it cannot run."""
+    from sensorboard.app import Board
+
+    cfg, problems = _load_config(root)
+    for problem in cfg.errors:
+        print("TW config", problem)
+    for problem in problems:
+        print("TW config fatal", problem)
+    if problems:
+        return None
+    return Board(cfg, root)

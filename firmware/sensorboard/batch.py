@@ -9,7 +9,7 @@ envelope in the order ``encode_batch`` uses, each record through ``protocol.enco
 import struct
 
 from sensorboard import records
-from sensorboard.sensors.base import fault_reason
+from sensorboard.clock import EPOCH_2020
 from shared import protocol
 
 
@@ -38,7 +38,7 @@ class BatchEncoder:
         size = records.RECORD_SIZE
         t0 = struct.unpack_from(fmt, source, 0)[0]
         self._put('{"v":1,"dev":"' + device_id + '","seq":' + str(seq) + ',"boot":"')
-        self._put(boot_id + '","t0":' + str(t0) + ',"r":[')
+        self._put(boot_id + '","t0":' + str(t0 + EPOCH_2020) + ',"r":[')
         events = 0
         first = True
         for i in range(count):
@@ -53,7 +53,7 @@ class BatchEncoder:
             if not first:
                 self._put(",")
             first = False
-            reason = fault_reason(fault) if quality & protocol.Q_PROBE_FAULT else None
+            reason = protocol.FAULT_REASONS[fault - 1] if quality & protocol.Q_PROBE_FAULT else None
             celsius = None if value == records.NO_VALUE else value / 10000
             dt_ms = (sec - t0) * 1000 + ms
             self._put(protocol.encode_reading(sensor_ids[sensor], dt_ms, celsius, quality, reason))

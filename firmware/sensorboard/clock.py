@@ -1,54 +1,23 @@
-"""Wall-clock time for readings: SNTP sync, an "unsynced" flag until it succeeds, and a clock
-kept in two small ints (seconds, milliseconds) advanced from ``ticks_ms`` so reading it allocates
-nothing and survives the 2000-01-01 epoch of some ports.
+"""Wall-clock time for readings: an "unsynced" flag until a time source agreed (SNTP, in
+:mod:`sensorboard.sntp`), and a clock kept in two small ints (seconds, milliseconds) advanced from
+``ticks_ms`` so reading it allocates nothing and survives the 2000-01-01 epoch of some ports.
 """
 
-import socket
-import struct
 import time
 
 from shared.compat import const
 
-_NTP_TO_UNIX = const(2208988800)
 _EPOCH_2000 = const(946684800)
+# The clock counts seconds since 2020-01-01 UTC: a small int on 32-bit boards until 2054, so
+# advancing it never allocates (Unix seconds outgrew 30 bits in 2004).
+EPOCH_2020 = const(1577836800)
 # Below this the RTC was never set (a board booting in 2000 or 1970): its time is a guess.
 _PLAUSIBLE_UNIX_S = const(1700000000)
 
 
-def rtc_unix_seconds():
-    """The RTC's idea of now as Unix seconds, whatever epoch the port uses."""
-    now = int(time.time())
-    if time.gmtime(0)[0] == 2000:
-        now += _EPOCH_2000
-    return now
-
-
-def sntp_query(host, port=123, timeout_s=2.0):
-    """``(seconds, milliseconds)`` since 1970 from an SNTP server, or ``None``."""
-    packet = bytearray(48)
-    packet[0] = 0x1B  # LI 0, version 3, mode 3 (client)
-    sock = None
-    try:
-        addr = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0][-1]
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.settimeout(timeout_s)
-        sock.sendto(packet, addr)
-        reply = sock.recv(48)
-    except (OSError, IndexError):
-        return None
-    finally:
-        if sock is not None:
-            sock.close()
-    if len(reply) < 48 or reply[0] & 0x07 != 4:  # mode 4: server
-        return None
-    seconds, fraction = struct.unpack_from("!II", reply, 40)
-    if seconds == 0:
-        return None
-    return seconds - _NTP_TO_UNIX, (fraction >> 16) * 1000 >> 16
-
-
 class Clock:
-    """UTC now as ``sec``/``ms`` attributes; ``synced`` stays false until a time source agreed."""
+    """UTC now as ``sec`` (since 2020) and ``ms``; ``synced`` stays false until a time source
+    agreed."""
 
     def __init__(self, ntp_host="", ntp_port=123, resync_s=3600):
         self.ntp_host = ntp_host
@@ -56,31 +25,25 @@ class Clock:
         self.resync_ms = resync_s * 1000
         self.synced = False
         self.sync_failures = 0
-        self.sec = rtc_unix_seconds()
+        self.sec = int(time.time()) - EPOCH_2020
+        if time.gmtime(0)[0] == 2000:  # the port counts from 2000-01-01
+            self.sec += _EPOCH_2000
         self.ms = 0
         self._ticks = time.ticks_ms()
         self._last_sync = self._ticks
-        if not ntp_host and self.sec >= _PLAUSIBLE_UNIX_S:
+        if not ntp_host and self.sec + EPOCH_2020 >= _PLAUSIBLE_UNIX_S:
             # No NTP configured: the system clock is the time source (the unix port's host runs
             # its own NTP; a board RTC kept through deep sleep was synced before it slept).
             self.synced = True
 
     def now(self):
-        """Advance ``sec``/``ms`` to now."""
+        """Advance ``sec`` (since 2020-01-01 UTC) and ``ms`` to now."""
         ticks = time.ticks_ms()
         elapsed = time.ticks_diff(ticks, self._ticks)
         self._ticks = ticks
         ms = self.ms + elapsed
         self.sec += ms // 1000
         self.ms = ms % 1000
-
-    def set(self, sec, ms):
-        self.sec = sec
-        self.ms = ms
-        self._ticks = time.ticks_ms()
-        self._last_sync = self._ticks
-        self.synced = True
-        _set_rtc(sec)
 
     def sync_due(self):
         if not self.ntp_host:
@@ -93,26 +56,17 @@ class Clock:
         """Ask the NTP server; True on success. A failure keeps the current time and flag."""
         if not self.ntp_host:
             return self.synced
-        result = sntp_query(self.ntp_host, self.ntp_port, timeout_s)
+        from sensorboard import sntp
+
+        result = sntp.query(self.ntp_host, self.ntp_port, timeout_s)
         if result is None:
             self.sync_failures += 1
             self._last_sync = time.ticks_ms()
             return False
-        self.set(result[0], result[1])
+        self.sec = result[0] - EPOCH_2020
+        self.ms = result[1]
+        self._ticks = time.ticks_ms()
+        self._last_sync = self._ticks
+        self.synced = True
+        sntp.set_rtc(result[0])
         return True
-
-
-def _set_rtc(unix_s):
-    # Boards keep the RTC through deep sleep, so the next wake starts with a good time.
-    try:
-        import machine
-
-        rtc = machine.RTC()
-    except (ImportError, AttributeError):
-        return
-    local = unix_s - _EPOCH_2000 if time.gmtime(0)[0] == 2000 else unix_s
-    t = time.gmtime(local)
-    try:
-        rtc.datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], 0))
-    except Exception:
-        pass

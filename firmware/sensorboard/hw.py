@@ -3,8 +3,6 @@
 Each imports ``machine`` lazily and falls back to a harmless stand-in on the unix port.
 """
 
-import sys
-
 
 class Watchdog:
     """The hardware watchdog when the port has one; ``timeout_s`` 0 disables it."""
@@ -42,7 +40,3 @@ class StatusLed:
     def set(self, on):
         if self.pin is not None:
             self.pin.value(1 if on else 0)
-
-
-def is_unix():
-    return sys.platform in ("linux", "darwin", "win32")

@@ -1,9 +1,9 @@
 """Fixed-size binary records and the RAM ring buffer that holds them until the flash spool.
 
-A record is 20 bytes (``<IiiHBBBBH``): UTC seconds, value and detail in 1/10000 °C, milliseconds,
-sensor index, quality flags, fault code, kind (0 a reading, else 1 + index into
-``protocol.EVENT_KINDS``) and a reserved word. Integers only, so pushing a reading allocates
-nothing: values stay small ints and the ring is one preallocated ``bytearray``.
+A record is 20 bytes (``<IiiHBBBBH``): UTC seconds since 2020-01-01 (see ``clock``), value and
+detail in 1/10000 °C, milliseconds, sensor index, quality flags, fault code, kind (0 a reading,
+else 1 + index into ``protocol.EVENT_KINDS``) and a reserved word. Integers only, so pushing a
+reading allocates nothing: values stay small ints and the ring is one preallocated ``bytearray``.
 """
 
 import struct
@@ -14,12 +14,6 @@ RECORD_FORMAT = "<IiiHBBBBH"
 RECORD_SIZE = const(20)
 KIND_READING = const(0)
 NO_VALUE = const(-2147483648)  # "null" in value/detail (a fault, or an event without detail)
-
-
-def pack(buf, offset, sec, ms, value, detail, sensor, quality, fault, kind):
-    struct.pack_into(
-        RECORD_FORMAT, buf, offset, sec, value, detail, ms, sensor, quality, fault, kind, 0
-    )
 
 
 class Ring:
@@ -40,7 +34,20 @@ class Ring:
             self.count -= 1
             self.overwritten += 1
         slot = (self.head + self.count) % self.capacity
-        pack(self.buf, slot * RECORD_SIZE, sec, ms, value, detail, sensor, quality, fault, kind)
+        struct.pack_into(
+            RECORD_FORMAT,
+            self.buf,
+            slot * RECORD_SIZE,
+            sec,
+            value,
+            detail,
+            ms,
+            sensor,
+            quality,
+            fault,
+            kind,
+            0,
+        )
         self.count += 1
 
     def chunks(self):
@@ -52,7 +59,3 @@ class Ring:
         if end <= self.capacity:
             return self.view[start : end * RECORD_SIZE], None
         return self.view[start:], self.view[: (end - self.capacity) * RECORD_SIZE]
-
-    def clear(self):
-        self.head = 0
-        self.count = 0

@@ -49,3 +49,74 @@ def deep_sleep(ms):
     except (ImportError, AttributeError):
         print("TW deepsleep", ms)
         sys.exit(0)
+
+
+_RTC_MAGIC = b"TW1"
+
+
+def save_state(board):
+    """Detector states and the clock's sync flag into RTC memory."""
+    import json
+
+    saved = []
+    for d in board.detectors:
+        saved.append(
+            None
+            if d is None
+            else [
+                d.threshold.get_state() if d.threshold else None,
+                d.ewma.get_state() if d.ewma else None,
+            ]
+        )
+    state = [saved, board.clock.synced]
+    RtcMemory(board.root).write(_RTC_MAGIC + json.dumps(state).encode())
+
+
+def load_state(board):
+    """Restore what :func:`save_state` kept; anything damaged is ignored (a fresh start)."""
+    import json
+
+    raw = RtcMemory(board.root).read()
+    if not raw or raw[:3] != _RTC_MAGIC:
+        return False
+    try:
+        saved, synced = json.loads(raw[3:])
+        for i in range(min(len(saved), len(board.detectors))):
+            d = board.detectors[i]
+            if d is None or saved[i] is None:
+                continue
+            if d.threshold and saved[i][0] is not None:
+                d.threshold.set_state(saved[i][0])
+            if d.ewma and saved[i][1] is not None:
+                d.ewma.set_state(saved[i][1])
+    except (ValueError, TypeError, IndexError):
+        return False
+    if synced and not board.clock.ntp_host:
+        board.clock.synced = True
+    return True
+
+
+def run_once_and_sleep(board, deliver_for_ms=30000):
+    """Deep-sleep mode: restore state, one sample, flush, deliver what the link takes, save the
+    state, sleep. The spool on flash carries anything undelivered to the next wake."""
+    import time
+
+    load_state(board)
+    if board.clock.sync_due():
+        board.clock.sync()
+    board._start_conversions(time.ticks_ms())
+    while time.ticks_diff(time.ticks_ms(), board.read_at) < 0:
+        board.watchdog.feed()
+        time.sleep_ms(10)
+    board._read_all()
+    board.flush()
+    start = time.ticks_ms()
+    while not board.offline and time.ticks_diff(time.ticks_ms(), start) < deliver_for_ms:
+        board.deliver(time.ticks_ms())
+        if not board.inflight and not board.spool.pending():
+            break
+        time.sleep_ms(10)
+    if not board.offline:
+        board.transport.close()
+    save_state(board)
+    deep_sleep(board.cfg.deep_sleep_s * 1000)

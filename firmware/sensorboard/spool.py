@@ -14,12 +14,7 @@ import os
 
 from sensorboard.records import RECORD_SIZE
 
-_SUFFIX = ".seg"
-
-
-def _name(number):
-    text = str(number)
-    return "0" * (8 - len(text)) + text + _SUFFIX
+# Kept to few functions on purpose: on a 64 KB heap every function costs a couple of hundred bytes.
 
 
 def _size(path):
@@ -27,20 +22,6 @@ def _size(path):
         return os.stat(path)[6]
     except OSError:
         return -1
-
-
-def _makedirs(path):
-    parts = path.split("/")
-    sofar = ""
-    for part in parts:
-        if not part:
-            sofar = "/"
-            continue
-        sofar = sofar + part if sofar.endswith("/") or not sofar else sofar + "/" + part
-        try:
-            os.mkdir(sofar)
-        except OSError:
-            pass
 
 
 class Spool:
@@ -52,31 +33,42 @@ class Spool:
         self.max_segments = max_segments
         self.dropped = 0  # records deleted unsent because the spool was full
         self.flash_errors = 0
-        _makedirs(self.dir)
-        self.segments = []
+        try:
+            os.mkdir(self.dir)
+        except OSError:
+            pass  # exists already
+        segments = []
         for entry in os.listdir(self.dir):
-            if entry.endswith(_SUFFIX) and len(entry) == 8 + len(_SUFFIX):
+            if entry.endswith(".seg") and len(entry) == 12:
                 try:
-                    self.segments.append(int(entry[:8]))
+                    segments.append(int(entry[:8]))
                 except ValueError:
                     pass
-        self.segments.sort()
-        self.read_seg, self.read_idx = self._load_cursor()
+        segments.sort()
+        self.segments = segments
+        try:
+            with open(self.dir + "/cursor") as f:
+                parts = f.read().split()
+            self.read_seg, self.read_idx = int(parts[0]), int(parts[1])
+        except (OSError, ValueError, IndexError):
+            self.read_seg, self.read_idx = (segments[0] if segments else 1), 0
         # Segments before the cursor were acknowledged but not deleted (power lost in between).
-        while self.segments and self.segments[0] < self.read_seg:
-            self._remove(self.segments.pop(0))
-        if self.segments and self.read_seg < self.segments[0]:
-            self.read_seg, self.read_idx = self.segments[0], 0
-        self.write_seg = self.segments[-1] if self.segments else max(self.read_seg, 1)
-        self.write_count = self._records_in(self.write_seg)
-        if self.segments and _size(self._path(self.write_seg)) % RECORD_SIZE:
+        while segments and segments[0] < self.read_seg:
+            self._remove(segments.pop(0))
+        if segments and self.read_seg < segments[0]:
+            self.read_seg, self.read_idx = segments[0], 0
+        self.write_seg = segments[-1] if segments else max(self.read_seg, 1)
+        size = _size(self._path(self.write_seg))
+        self.write_count = size // RECORD_SIZE if size > 0 else 0
+        if segments and size % RECORD_SIZE:
             self.write_seg += 1  # torn tail: start clean
             self.write_count = 0
-        if not self.segments:
+        if not segments:
             self.read_seg, self.read_idx = self.write_seg, 0
 
     def _path(self, number):
-        return self.dir + "/" + _name(number)
+        text = str(number)
+        return self.dir + "/" + "0" * (8 - len(text)) + text + ".seg"
 
     def _records_in(self, number):
         size = _size(self._path(number))
@@ -87,14 +79,6 @@ class Spool:
             os.remove(self._path(number))
         except OSError:
             pass
-
-    def _load_cursor(self):
-        try:
-            with open(self.dir + "/cursor") as f:
-                parts = f.read().split()
-            return int(parts[0]), int(parts[1])
-        except (OSError, ValueError, IndexError):
-            return (self.segments[0] if self.segments else 1), 0
 
     def _save_cursor(self):
         tmp = self.dir + "/cursor.tmp"
@@ -114,36 +98,35 @@ class Spool:
         Returns False when the flash refused the write (the caller keeps the data in RAM)."""
         records = len(chunk) // RECORD_SIZE
         done = 0
+        segments = self.segments
         while done < records:
             if self.write_count >= self.segment_records:
                 self.write_seg += 1
                 self.write_count = 0
-            if not self.segments or self.segments[-1] != self.write_seg:
-                self.segments.append(self.write_seg)
-                self._enforce_limit()
+            if not segments or segments[-1] != self.write_seg:
+                segments.append(self.write_seg)
+                while len(segments) > self.max_segments:
+                    # Full: the oldest segment goes, and what it held unsent is counted.
+                    oldest = segments.pop(0)
+                    lost = self._records_in(oldest)
+                    if oldest == self.read_seg:
+                        lost -= self.read_idx
+                        self.read_seg, self.read_idx = segments[0], 0
+                        self._save_cursor()
+                    self.dropped += lost
+                    self._remove(oldest)
             n = min(records - done, self.segment_records - self.write_count)
             try:
                 with open(self._path(self.write_seg), "ab") as f:
                     f.write(chunk[done * RECORD_SIZE : (done + n) * RECORD_SIZE])
             except OSError:
                 self.flash_errors += 1
-                if self.write_count == 0 and self.segments[-1] == self.write_seg:
-                    self.segments.pop()
+                if self.write_count == 0 and segments[-1] == self.write_seg:
+                    segments.pop()
                 return False
             done += n
             self.write_count += n
         return True
-
-    def _enforce_limit(self):
-        while len(self.segments) > self.max_segments:
-            oldest = self.segments.pop(0)
-            lost = self._records_in(oldest)
-            if oldest == self.read_seg:
-                lost -= self.read_idx
-                self.read_seg, self.read_idx = self.segments[0], 0
-                self._save_cursor()
-            self.dropped += lost
-            self._remove(oldest)
 
     def read(self, buf, max_records):
         """Copy up to ``max_records`` unacknowledged records (from one segment) into ``buf``;
@@ -158,21 +141,16 @@ class Spool:
                 return n
             if self.read_seg == self.write_seg:
                 return 0
-            self._advance_segment()
+            self.ack(0)  # an exhausted, closed segment: move on
         return 0
-
-    def _advance_segment(self):
-        self._remove(self.read_seg)
-        if self.segments and self.segments[0] == self.read_seg:
-            self.segments.pop(0)
-        self.read_seg = self.segments[0] if self.segments else self.write_seg
-        self.read_idx = 0
-        self._save_cursor()
 
     def ack(self, count):
         """The collector committed the ``count`` records last returned by :meth:`read`."""
         self.read_idx += count
         if self.read_seg != self.write_seg and self.read_idx >= self._records_in(self.read_seg):
-            self._advance_segment()
-        else:
-            self._save_cursor()
+            self._remove(self.read_seg)
+            if self.segments and self.segments[0] == self.read_seg:
+                self.segments.pop(0)
+            self.read_seg = self.segments[0] if self.segments else self.write_seg
+            self.read_idx = 0
+        self._save_cursor()

@@ -5,7 +5,6 @@ A read never raises: it returns a fault code (0 for a good value) and leaves the
 ``protocol.FAULT_REASONS[n - 1]``.
 """
 
-from shared import protocol
 from shared.compat import const
 
 OK = const(0)
@@ -39,11 +38,6 @@ def classify(scratch):
     if raw < _MIN_RAW or raw > _MAX_RAW:
         return FAULT_OUT_OF_RANGE, raw
     return OK, raw
-
-
-def fault_reason(code):
-    """The protocol's reason text for a fault code."""
-    return protocol.FAULT_REASONS[code - 1]
 
 
 class Sensor:

@@ -7,11 +7,10 @@ from shared import protocol
 
 
 class Transport:
-    """Send a batch, then learn from :meth:`poll` (or the send itself) when the collector
+    """Implementations have ``connect()``, ``send(seq, payload)``, ``poll()`` and ``close()``:
+    send a batch, then learn from ``poll()`` (or the send itself) when the collector
     acknowledged it. ``last_ack`` is ``(seq, stored, duplicates, rejected)`` of the newest ack for
     this boot, and only a committed batch is ever acknowledged."""
-
-    max_payload = protocol.MAX_PAYLOAD_BYTES
 
     def __init__(self, boot_id):
         self.boot_id = boot_id
@@ -19,18 +18,6 @@ class Transport:
         self.last_ack = None
         self.errors = 0
         self.last_error = ""
-
-    def connect(self):
-        return False
-
-    def send(self, seq, payload):
-        return False
-
-    def poll(self):
-        """Handle what arrived; keep the connection alive."""
-
-    def close(self):
-        self.connected = False
 
     def handle_ack(self, payload):
         """Record an acknowledgement if it is one of ours; anything else is counted and ignored."""

@@ -109,9 +109,6 @@ def _random_percent():
 
 
 class CoapTransport(Transport):
-    # A batch must fit one datagram: no block-wise transfer on the board.
-    max_payload = 1024
-
     def __init__(self, cfg, boot_id, feed=None):
         Transport.__init__(self, boot_id)
         self.cfg = cfg
@@ -134,6 +131,9 @@ class CoapTransport(Transport):
             return False
         self.connected = True
         return True
+
+    def poll(self):
+        """Nothing arrives unasked over CoAP: the ack is the response to :meth:`send`."""
 
     def close(self):
         if self.sock is not None:
@@ -216,22 +216,3 @@ class CoapTransport(Transport):
             return True
         self.note_error("coap: response code " + str(code >> 5) + "." + str(code & 31))
         return False
-
-    def reachable(self):
-        """A CoAP ping (empty confirmable message): a reset answer proves the server is there."""
-        if self.sock is None and not self.connect():
-            return False, "cannot open a UDP socket"
-        message_id = self._next_id()
-        ping = encode_request(message_id, b"", "", None, 0, _CON)
-        host = self.cfg.coap_host + ":" + str(self.cfg.coap_port)
-        for _ in range(3):
-            self.sock.sendto(ping, self.addr)
-            self.sock.settimeout(self.ack_timeout_ms / 1000)
-            try:
-                data = self.sock.recv(64)
-            except OSError:
-                continue
-            message = decode_message(data)
-            if message is not None and message[2] == message_id and message[0] in (_ACK, _RST):
-                return True, host + " answered a CoAP ping"
-        return False, host + " did not answer a CoAP ping"

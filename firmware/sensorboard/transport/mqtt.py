@@ -6,8 +6,9 @@ The client id is the device id (a stable id keeps the broker session), and the s
 A broker PUBACK only means the broker has the batch; the spool waits for the collector's ack.
 """
 
-import socket
 import time
+
+from umqtt.simple import MQTTClient
 
 from sensorboard import VERSION
 from sensorboard.transport import Transport
@@ -29,8 +30,6 @@ class MqttTransport(Transport):
         self._last_io = time.ticks_ms()
 
     def connect(self):
-        from umqtt.simple import MQTTClient
-
         self.close()
         cfg = self.cfg
         client = MQTTClient(
@@ -114,9 +113,6 @@ class MqttTransport(Transport):
         self.client = None
         self.connected = False
 
-    def reachable(self):
-        return tcp_reachable(self.cfg.mqtt_host, self.cfg.mqtt_port, self.timeout_s)
-
 
 def _close_socket(client):
     try:
@@ -124,18 +120,3 @@ def _close_socket(client):
             client.sock.close()
     except Exception:
         pass
-
-
-def tcp_reachable(host, port, timeout_s):
-    sock = None
-    try:
-        addr = socket.getaddrinfo(host, port)[0][-1]
-        sock = socket.socket()
-        sock.settimeout(timeout_s)
-        sock.connect(addr)
-        return True, host + ":" + str(port) + " accepts connections"
-    except (OSError, IndexError) as exc:
-        return False, host + ":" + str(port) + " " + repr(exc)
-    finally:
-        if sock is not None:
-            sock.close()

@@ -1,0 +1,1 @@
+"""The Thermowatch edge gateway agent (Raspberry Pi, CPython): see docs/edge.md."""

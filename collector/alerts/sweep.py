@@ -136,6 +136,8 @@ class Sweeper:
         offline_rules = [r for r in rules if r.kind is Kind.offline and r.sensor_id is None]
         if stale_rules:
             for device, sensor, last_seen, home in cur.execute(_SENSORS).fetchall():
+                if last_seen is None:
+                    continue  # provisioned but never reported: nothing has gone quiet yet
                 for rule in applicable(stale_rules, device, sensor, home):
                     if rule.kind is Kind.stale:
                         watched[(rule.id, device, sensor)] = (rule, home, last_seen, None)

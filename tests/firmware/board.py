@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 HEAP = "64k"
 
 

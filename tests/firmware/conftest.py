@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,9 +48,9 @@ def secure_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     broker.stop()
 
 
-def board_config(transport: str = "mqtt", **overrides: object) -> dict[str, object]:
+def board_config(transport: str = "mqtt", **overrides: Any) -> dict[str, Any]:
     """A fast-running board config with simulated probes."""
-    config: dict[str, object] = {
+    config: dict[str, Any] = {
         "device_id": DEVICE,
         "transport": transport,
         "mqtt_host": "127.0.0.1",

@@ -128,7 +128,8 @@ def test_post_reaches_aiocoap_and_returns_the_ack(
     micropython_bin: str, firmware_build: Path, coap_server: CoapServer
 ) -> None:
     code = SEND.format(port=coap_server.port, retransmit=4)
-    ((ok, ack, retransmissions, _),) = json_lines(run_on_board(micropython_bin, firmware_build, code))
+    out = run_on_board(micropython_bin, firmware_build, code)
+    ((ok, ack, retransmissions, _),) = json_lines(out)
     assert ok is True and ack == [7, 3, 0, 0] and retransmissions == 0
     ((path, content_format, payload),) = coap_server.seen
     assert path == ("dev1", "readings")  # under the tw/v1 resource: tw/v1/dev1/readings

@@ -4,6 +4,7 @@ across a broker outage longer than the RAM buffer."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,5 +163,5 @@ def test_outage_longer_than_the_ram_buffer_loses_nothing_from_flash(
     assert_exactly_once(stored)
     # Every sampling cycle of the outage is in the database: no gap longer than a few periods.
     times = sorted(r[1] for r in stored if r[0] == "t1")
-    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
     assert max(gaps) < 1.0, f"a gap of {max(gaps)} s in the stored series"

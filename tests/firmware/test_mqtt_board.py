@@ -59,7 +59,7 @@ def test_board_publishes_batches_and_status_and_waits_for_the_ack(
             len(latest.readings),
         )
         client.publish_all([("tw/v1/dev1/ack", ack)])
-        board.wait_log("TW ack %d " % latest.seq)
+        board.wait_log(f"TW ack {latest.seq} ")
         assert board.log().count("TW ack") == 1
     finally:
         board.kill()

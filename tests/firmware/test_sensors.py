@@ -51,7 +51,9 @@ def read(pads, present=True, rom=None):
 
 
 def test_ds18b20_readings_and_faults(micropython_bin: str, firmware_build: Path) -> None:
-    code = FAKE_BUS.replace("base.FAULTS[fault]", "FAULTS[fault - 1]") + """
+    code = (
+        FAKE_BUS.replace("base.FAULTS[fault]", "FAULTS[fault - 1]")
+        + """
 from shared.protocol import FAULT_REASONS as FAULTS
 print(json.dumps(read([pad("51017F467FFF0C10")])))            # 0x0151 = 21.0625 C
 print(json.dumps(read([pad("50054B467FFF0C10")])))            # 85.0 C power-on value
@@ -66,6 +68,7 @@ print(json.dumps(read([pad("E0077F467FFF0C10")])))            # 126 C: beyond th
 print(json.dumps(read([pad("5EFF7F467FFF0C10")])))            # -10.125 C
 print(ds18b20.crc8(bytes.fromhex("50054B467FFF0C10")))
 """
+    )
     results = json_lines(run_on_board(micropython_bin, firmware_build, code))
     faults = [r["fault"] for r in results[:10]]
     assert faults == [
@@ -94,12 +97,15 @@ def test_crc8_matches_the_power_on_scratchpad(micropython_bin: str, firmware_bui
 
 
 def test_missing_probe_is_a_fault(micropython_bin: str, firmware_build: Path) -> None:
-    code = FAKE_BUS + """
+    code = (
+        FAKE_BUS
+        + """
 bus = ds18b20.Bus(FakeOneWire([bytes(9)], present=True))
 bus.ow.scan = lambda: []
 probe = ds18b20.DS18B20("t1", bus)
 print(probe.read(), probe.faults)
 """
+    )
     assert run_on_board(micropython_bin, firmware_build, code).split() == ["5", "1"]
 
 
@@ -134,7 +140,9 @@ print(min(vals), max(vals), len(set(vals)))
     assert distinct > 3
 
 
-def test_rp2040_internal_sensor_converts_the_adc(micropython_bin: str, firmware_build: Path) -> None:
+def test_rp2040_internal_sensor_converts_the_adc(
+    micropython_bin: str, firmware_build: Path
+) -> None:
     code = """
 from sensorboard.sensors.rp2040 import RP2040Internal
 class Adc:

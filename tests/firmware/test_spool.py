@@ -4,6 +4,7 @@ recovery after a reboot (a new Spool on the same folder), a torn tail and a full
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tests.firmware.mp import json_lines, run_on_board
 
@@ -29,7 +30,7 @@ def write(spool, start, n):
 """
 
 
-def run(micropython_bin: str, build: Path, root: Path, code: str) -> list[object]:
+def run(micropython_bin: str, build: Path, root: Path, code: str) -> list[Any]:
     out = run_on_board(micropython_bin, build, PRELUDE.format(root=str(root)) + code)
     return json_lines(out)
 

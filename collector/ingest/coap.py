@@ -83,4 +83,6 @@ class ReadingsResource(resource.Resource, resource.PathCapable):
 async def start_coap_server(pipeline: IngestPipeline, host: str, port: int) -> aiocoap.Context:
     site = resource.Site()
     site.add_resource(("tw", "v1"), ReadingsResource(pipeline))
-    return await aiocoap.Context.create_server_context(site, bind=(host, port))
+    # UDP only: CoAP over TCP/WebSockets is not offered, and the default transports
+    # would also bind a TCP port of the same number.
+    return await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])

@@ -43,7 +43,7 @@ class MqttIngest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.max_queued_messages_set(0)
         self.client = client
 
@@ -112,4 +112,11 @@ class MqttIngest:
 
         # The broker authenticated the publisher and its ACL allows it only its own topics, so
         # the device id in the topic is the authenticated identity.
-        self.pipeline.submit(bytes(msg.payload), identity=device_id, transport="mqtt", on_done=done)
+        try:
+            self.pipeline.submit(
+                bytes(msg.payload), identity=device_id, transport="mqtt", on_done=done
+            )
+        except Exception:
+            # Never let one message kill paho's network thread. Unacknowledged, the message is
+            # delivered again when the session reconnects.
+            log.exception("could not take a message on %s", msg.topic)

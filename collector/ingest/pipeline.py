@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import cbor2
+import psycopg
 
 from collector import metrics
 from collector.config import Settings
@@ -27,6 +28,10 @@ CBOR = "cbor"
 
 class Overloaded(RuntimeError):
     """The commit queue is full; the sender should retry later."""
+
+
+class Unavailable(Overloaded):
+    """The database needed to check the sender cannot be reached; the sender should retry."""
 
 
 class IngestPipeline:
@@ -77,7 +82,11 @@ class IngestPipeline:
                 f"payload says {batch.device_id!r}",
                 outcome=outcome,
             )
-        if not self.registry.allowed(batch.device_id):
+        try:
+            allowed = self.registry.allowed(batch.device_id)
+        except psycopg.Error as exc:
+            raise Unavailable(str(exc).strip()) from None
+        if not allowed:
             return self._refused(
                 payload, batch.device_id, transport, "unknown_device", None, outcome=outcome
             )
@@ -130,10 +139,24 @@ class IngestPipeline:
         body_format: str = JSON,
         block: bool = True,
     ) -> None:
-        """Validate and queue a payload; ``on_done`` runs on the writer thread after commit."""
-        work = self.prepare(
-            payload, identity=identity, transport=transport, body_format=body_format
-        )
+        """Validate and queue a payload; ``on_done`` runs on the writer thread after commit.
+
+        With ``block`` (MQTT), waits out a database outage instead of raising: the message stays
+        unacknowledged at the broker meanwhile, so nothing is lost either way.
+        """
+        delay = 0.1
+        while True:
+            try:
+                work = self.prepare(
+                    payload, identity=identity, transport=transport, body_format=body_format
+                )
+                break
+            except Unavailable as exc:
+                if not block:
+                    raise
+                log.warning("cannot check the sender, retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
         work.on_done = on_done
         if not self.writer.submit(work, block=block):
             raise Overloaded("ingest queue full")

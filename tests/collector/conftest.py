@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -17,6 +18,13 @@ def collector(fresh_database_url: str, broker: MosquittoBroker) -> Iterator[Coll
     proc = start_collector(fresh_database_url, broker.port)
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def api(collector: CollectorProcess) -> Iterator[httpx.Client]:
+    """The collector's HTTP API as an admin."""
+    with collector.admin_client() as client:
+        yield client
 
 
 def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -39,10 +39,10 @@ def seed(url: str, device: str, sensor: str, values: list[float | None], step_s:
                 )
 
 
-def test_raw_readings_in_a_window(collector: CollectorProcess, fresh_database_url: str) -> None:
+def test_raw_readings_in_a_window(api: httpx.Client, fresh_database_url: str) -> None:
     seed(fresh_database_url, "q1", "s1", [20.0, 21.0, None, 23.0], 60)
-    page = httpx.get(
-        collector.url + "/api/v1/devices/q1/readings",
+    page = api.get(
+        "/api/v1/devices/q1/readings",
         params={"start": START.isoformat(), "end": (START + timedelta(minutes=3)).isoformat()},
     ).json()
     assert [(r["value"], r["quality"], r["fault"]) for r in page["readings"]] == [
@@ -51,8 +51,8 @@ def test_raw_readings_in_a_window(collector: CollectorProcess, fresh_database_ur
         (None, 1, "crc"),
     ]
     assert page["truncated"] is False
-    limited = httpx.get(
-        collector.url + "/api/v1/devices/q1/sensors/s1/readings",
+    limited = api.get(
+        "/api/v1/devices/q1/sensors/s1/readings",
         params={
             "start": START.isoformat(),
             "end": (START + timedelta(hours=1)).isoformat(),
@@ -63,7 +63,7 @@ def test_raw_readings_in_a_window(collector: CollectorProcess, fresh_database_ur
 
 
 def test_downsampled_buckets_match_a_direct_computation(
-    collector: CollectorProcess, fresh_database_url: str
+    api: httpx.Client, fresh_database_url: str
 ) -> None:
     # Three days of one reading a minute with a fault every 97th minute.
     values: list[float | None] = [
@@ -79,8 +79,8 @@ def test_downsampled_buckets_match_a_direct_computation(
         expected[bucket] = groups
     for bucket, groups in expected.items():
         for agg in ("avg", "min", "max", "last"):
-            page = httpx.get(
-                collector.url + "/api/v1/devices/q2/sensors/s1/readings",
+            page = api.get(
+                "/api/v1/devices/q2/sensors/s1/readings",
                 params={
                     "start": START.isoformat(),
                     "end": (START + timedelta(days=3)).isoformat(),
@@ -105,7 +105,7 @@ def test_downsampled_buckets_match_a_direct_computation(
 
 
 def test_latest_is_by_measurement_time_not_arrival(
-    collector: CollectorProcess, fresh_database_url: str
+    collector: CollectorProcess, api: httpx.Client, fresh_database_url: str
 ) -> None:
     now = int(time.time())
     new = encode_batch("late1", 1, "b", now - 10, [("s1", 0, 5.0, 0)])
@@ -113,32 +113,30 @@ def test_latest_is_by_measurement_time_not_arrival(
         "late1", 2, "b", now - 3600, [("s1", 0, 99.0, 0), ("s1", 1000, 98.0, 0)]
     )
     for body in (new, backfill):  # the older readings arrive last
+        # A device (no user credentials; the test collector lets devices register themselves).
         assert httpx.post(collector.url + "/api/v1/ingest", content=body).status_code == 200
-    latest = httpx.get(collector.url + "/api/v1/devices/late1/latest").json()
+    latest = api.get("/api/v1/devices/late1/latest").json()
     assert [(s["sensor_id"], s["value"]) for s in latest] == [("s1", 5.0)]
     assert datetime.fromisoformat(latest[0]["time"]).timestamp() == now - 10
-    device = httpx.get(collector.url + "/api/v1/devices/late1").json()
+    device = api.get("/api/v1/devices/late1").json()
     assert device["last_seq"] == 2
     seen = datetime.fromisoformat(device["last_seen"])
     assert abs(seen.timestamp() - time.time()) < 60
     assert query(fresh_database_url, "SELECT count(*) FROM readings") == [(3,)]
 
 
-def test_unknown_device_and_bad_windows_are_clear_errors(collector: CollectorProcess) -> None:
-    assert httpx.get(collector.url + "/api/v1/devices/nope/readings").status_code == 404
-    assert httpx.get(collector.url + "/api/v1/devices/nope").status_code == 404
+def test_unknown_device_and_bad_windows_are_clear_errors(
+    collector: CollectorProcess, api: httpx.Client
+) -> None:
+    assert api.get("/api/v1/devices/nope/readings").status_code == 404
+    assert api.get("/api/v1/devices/nope").status_code == 404
     httpx.post(
         collector.url + "/api/v1/ingest",
         content=encode_batch("w1", 1, "b", int(time.time()), [("s", 0, 1.0, 0)]),
     )
-    bad = httpx.get(
-        collector.url + "/api/v1/devices/w1/readings",
+    bad = api.get(
+        "/api/v1/devices/w1/readings",
         params={"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
     )
     assert bad.status_code == 422
-    assert (
-        httpx.get(
-            collector.url + "/api/v1/devices/w1/readings", params={"bucket": "7m"}
-        ).status_code
-        == 422
-    )
+    assert api.get("/api/v1/devices/w1/readings", params={"bucket": "7m"}).status_code == 422

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 
 import psycopg
@@ -17,6 +18,7 @@ def run_collector(database_url: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "THERMOWATCH_DATABASE_URL": database_url,
+        "THERMOWATCH_SECRET_KEY": secrets.token_urlsafe(32),
         "THERMOWATCH_MQTT_ENABLED": "false",
         "THERMOWATCH_COAP_ENABLED": "false",
         "THERMOWATCH_HTTP_PORT": str(free_port()),

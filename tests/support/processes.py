@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -68,6 +69,7 @@ class CollectorProcess(ManagedProcess):
         super().__init__(thermowatch_command("collector", "serve"), env, name)
         self.http_port = http_port
         self.coap_port = coap_port
+        self._admin_key: str | None = None
 
     @property
     def url(self) -> str:
@@ -88,6 +90,36 @@ class CollectorProcess(ManagedProcess):
     def start(self) -> CollectorProcess:
         super().start()
         return self
+
+    def admin_client(self) -> httpx.Client:
+        """An HTTP client authenticated as a new admin (created with ``create-admin``)."""
+        if self._admin_key is None:
+            self._admin_key = create_admin_key(self.env)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self._admin_key}"}, timeout=10
+        )
+
+
+def create_admin_key(env: dict[str, str], username: str | None = None) -> str:
+    """Create an admin through ``thermowatch collector create-admin`` and return its API key."""
+    password = secrets.token_urlsafe(16)
+    out = subprocess.run(
+        thermowatch_command(
+            "collector",
+            "create-admin",
+            "--username",
+            username or f"admin-{secrets.token_hex(4)}",
+            "--api-key",
+            "tests",
+        ),
+        input=f"{password}\n{password}\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=True,
+    ).stdout
+    return out.strip().rsplit(" ", 1)[-1]
 
 
 def start_collector(
@@ -115,6 +147,7 @@ def start_collector(
         # A group of its own unless a test shares one on purpose: a stopped collector's
         # persistent session would otherwise keep receiving its share of the messages.
         "THERMOWATCH_MQTT_SHARED_GROUP": f"tw-test-{http_port}",
+        "THERMOWATCH_SECRET_KEY": secrets.token_urlsafe(32),
     }
     if broker_port is None:
         env["THERMOWATCH_MQTT_ENABLED"] = "false"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
 
 from collector.api.deps import authorize
@@ -20,8 +22,28 @@ from collector.api.routes import (
     readings,
     users,
 )
+from collector.api.schemas import ErrorOut
 from collector.db.capabilities import Capabilities
 from collector.ingest.pipeline import IngestPipeline
+
+# Documented on every route: authorization runs everywhere, so any route may answer these.
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Not authenticated (missing, invalid or expired)"},
+    403: {"model": ErrorOut, "description": "Authenticated, but not allowed"},
+    404: {"model": ErrorOut, "description": "Not found, or not yours"},
+    409: {"model": ErrorOut, "description": "Conflicts with the current state"},
+    429: {"model": ErrorOut, "description": "Too many failed logins"},
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """A 422 raised by a route with a plain message gets the documented shape of FastAPI's
+    own validation errors, so clients parse every 422 the same way."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 422 and isinstance(exc.detail, str):
+        detail = [{"loc": [], "msg": exc.detail, "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=422, headers=exc.headers)
+    return await http_exception_handler(request, exc)
 
 
 def create_app(
@@ -41,7 +63,9 @@ def create_app(
         "device provisioning. Authenticate with `POST /api/v1/auth/login` and send the token "
         "(or an API key) as `Authorization: Bearer ...`.",
         dependencies=[Depends(authorize)],
+        responses=_ERRORS,
     )
+    app.add_exception_handler(HTTPException, _http_error)
     app.state.engine = engine
     app.state.pipeline = pipeline
     app.state.capabilities = capabilities

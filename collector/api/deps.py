@@ -20,6 +20,7 @@ from collector.auth.credentials import API_KEY_PREFIX
 from collector.auth.principal import Principal
 from collector.db.capabilities import Capabilities
 from collector.ingest.pipeline import IngestPipeline
+from shared import protocol
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ def _check_objects(request: Request, db: Connection, who: Principal) -> None:
             if value is None:
                 continue
             if name == "device_id":
+                if not protocol.valid_id(value):
+                    raise HTTPException(status_code=404, detail=_NOT_FOUND[name])
                 home = db.execute(
                     text("SELECT home_id FROM devices WHERE device_id = :d"), {"d": str(value)}
                 ).first()
@@ -142,3 +145,18 @@ def device_identity(request: Request, creds: BearerCredentials) -> str | None:
 DeviceIdentity = Annotated[str | None, Depends(device_identity)]
 
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A numeric id")]
+
+
+def invalid_field(location: tuple[str, ...], message: str) -> HTTPException:
+    """A 422 shaped like FastAPI's own validation errors (the documented schema for 422)."""
+    return HTTPException(
+        status_code=422, detail=[{"loc": list(location), "msg": message, "type": "value_error"}]
+    )
+
+
+DevicePath = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="Device id")
+]
+SensorPath = Annotated[
+    str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$", description="Sensor id")
+]

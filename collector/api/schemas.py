@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from collector.auth.principal import Role
 
@@ -80,6 +80,20 @@ class DeviceOut(BaseModel):
 # -- people, homes and devices -------------------------------------------------------------------
 
 _STRICT = ConfigDict(extra="forbid")
+
+
+def _storable(text: str) -> str:
+    """PostgreSQL text holds no NUL and only valid UTF-8 (JSON may carry lone surrogates)."""
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return text
+
+
+Storable = AfterValidator(_storable)
 DeviceIdText = Annotated[
     str,
     Field(
@@ -91,17 +105,17 @@ DeviceIdText = Annotated[
 ]
 UserName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@+-]+$")]
 Password = Annotated[
-    str, Field(min_length=12, max_length=1000, description="At least 12 characters")
+    str, Field(min_length=12, max_length=1000, description="At least 12 characters"), Storable
 ]
-Label = Annotated[str, Field(min_length=1, max_length=200)]
+Label = Annotated[str, Field(min_length=1, max_length=200), Storable]
 MAX_ROW_ID = 2**62
 HomeId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
 
 
 class LoginRequest(BaseModel):
     model_config = _STRICT
-    username: Annotated[str, Field(min_length=1, max_length=200)]
-    password: Annotated[str, Field(min_length=1, max_length=1000)]
+    username: Annotated[str, Field(min_length=1, max_length=200), Storable]
+    password: Annotated[str, Field(min_length=1, max_length=1000), Storable]
 
 
 class AccessToken(BaseModel):
@@ -142,7 +156,7 @@ class SelfUpdate(BaseModel):
     ``home_ids``...) is refused with 422: no mass assignment."""
 
     model_config = _STRICT
-    current_password: Annotated[str, Field(min_length=1, max_length=1000)]
+    current_password: Annotated[str, Field(min_length=1, max_length=1000), Storable]
     new_password: Password
 
 
@@ -180,7 +194,7 @@ class SensorSpec(BaseModel):
     model_config = _STRICT
     sensor_id: DeviceIdText
     label: Label | None = Field(default=None, description='What it measures, e.g. "Freezer"')
-    rom_address: Annotated[str, Field(max_length=64)] | None = Field(
+    rom_address: Annotated[str, Field(max_length=64), Storable] | None = Field(
         default=None, description="The probe's 1-Wire ROM address, e.g. 28-0316a279d1ff"
     )
 
@@ -266,3 +280,9 @@ class AuditEntry(BaseModel):
     action: str
     target: str | None
     detail: dict[str, Any]
+
+
+class ErrorOut(BaseModel):
+    """What every refusal carries (422 validation errors list the fields instead)."""
+
+    detail: str | list[dict[str, Any]]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import Connection, text
 
 from collector.api import provisioning
-from collector.api.deps import CurrentUser, DbConn
+from collector.api.deps import CurrentUser, DbConn, DevicePath, invalid_field
 from collector.api.schemas import (
     BundleSensor,
     DeviceConfig,
@@ -47,7 +47,7 @@ def _check_home(db: Connection, home_id: int | None) -> None:
         home_id is not None
         and not db.execute(text("SELECT 1 FROM homes WHERE home_id = :h"), {"h": home_id}).first()
     ):
-        raise HTTPException(status_code=422, detail="home not found")
+        raise invalid_field(("body", "home_id"), "home not found")
 
 
 def _sensors(db: Connection, device_id: str) -> list[BundleSensor]:
@@ -159,7 +159,7 @@ def create_device(
 
 
 @router.get("/{device_id}", response_model=DeviceOut, summary="One device")
-def get_device(device_id: str, db: DbConn) -> DeviceOut:
+def get_device(device_id: DevicePath, db: DbConn) -> DeviceOut:
     return _device(db, device_id)
 
 
@@ -168,7 +168,9 @@ def get_device(device_id: str, db: DbConn) -> DeviceOut:
     response_model=DeviceOut,
     summary="Rename a device or assign it to a home (admins)",
 )
-def update_device(device_id: str, body: DeviceUpdate, db: DbConn, who: CurrentUser) -> DeviceOut:
+def update_device(
+    device_id: DevicePath, body: DeviceUpdate, db: DbConn, who: CurrentUser
+) -> DeviceOut:
     _device(db, device_id)
     changes = body.model_dump(include=body.model_fields_set)
     if "home_id" in changes:
@@ -193,7 +195,7 @@ def update_device(device_id: str, body: DeviceUpdate, db: DbConn, who: CurrentUs
     "bundle, shown only here.",
 )
 def rotate_credentials(
-    device_id: str, db: DbConn, who: CurrentUser, request: Request
+    device_id: DevicePath, db: DbConn, who: CurrentUser, request: Request
 ) -> ProvisioningBundle:
     if _device(db, device_id).status is not DeviceStatus.active:
         raise HTTPException(status_code=409, detail="device is decommissioned")
@@ -224,7 +226,9 @@ def rotate_credentials(
     description="Revokes its credentials (the broker drops it at once) and refuses its data "
     "from then on; its readings and history are kept.",
 )
-def decommission(device_id: str, db: DbConn, who: CurrentUser, request: Request) -> DeviceOut:
+def decommission(
+    device_id: DevicePath, db: DbConn, who: CurrentUser, request: Request
+) -> DeviceOut:
     _device(db, device_id)
     db.execute(
         text(
@@ -246,7 +250,7 @@ def decommission(device_id: str, db: DbConn, who: CurrentUser, request: Request)
     response_model=DeviceConfig,
     summary="The config pushed to a device (technicians and admins)",
 )
-def get_config(device_id: str, db: DbConn) -> DeviceConfig:
+def get_config(device_id: DevicePath, db: DbConn) -> DeviceConfig:
     _device(db, device_id)
     return _config(db, device_id)
 
@@ -260,7 +264,7 @@ def get_config(device_id: str, db: DbConn) -> DeviceConfig:
     "whether it was handed to the broker at once.",
 )
 def put_config(
-    device_id: str,
+    device_id: DevicePath,
     body: DeviceConfig,
     db: DbConn,
     who: CurrentUser,
@@ -285,7 +289,7 @@ def put_config(
     response_model=DeviceHealth,
     summary="Device health: status, last seen, per-sensor faults, recent rejects",
 )
-def device_health(device_id: str, db: DbConn) -> DeviceHealth:
+def device_health(device_id: DevicePath, db: DbConn) -> DeviceHealth:
     device = _device(db, device_id)
     sensors = db.execute(
         text(

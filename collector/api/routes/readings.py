@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import text
 
-from collector.api.deps import Caps, DbConn
+from collector.api.deps import Caps, DbConn, DevicePath, SensorPath
 from collector.api.schemas import (
     Agg,
     Bucket,
@@ -148,7 +148,7 @@ Limit = Annotated[int, Query(ge=1, le=MAX_ROWS)]
     summary="Readings of all sensors of a device, raw or downsampled",
 )
 def device_readings(
-    device_id: str,
+    device_id: DevicePath,
     db: DbConn,
     caps: Caps,
     start: Start = None,
@@ -167,8 +167,8 @@ def device_readings(
     summary="Readings of one sensor, raw or downsampled",
 )
 def sensor_readings(
-    device_id: str,
-    sensor_id: str,
+    device_id: DevicePath,
+    sensor_id: SensorPath,
     db: DbConn,
     caps: Caps,
     start: Start = None,
@@ -185,7 +185,7 @@ def sensor_readings(
     response_model=list[SensorLatest],
     summary="Latest value of each sensor, by measurement time",
 )
-def latest(device_id: str, db: DbConn) -> list[SensorLatest]:
+def latest(device_id: DevicePath, db: DbConn) -> list[SensorLatest]:
     _device_exists(db, device_id)
     rows = db.execute(
         text(

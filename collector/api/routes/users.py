@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 
-from collector.api.deps import CurrentUser, DbConn, RowId
+from collector.api.deps import CurrentUser, DbConn, RowId, invalid_field
 from collector.api.schemas import UserCreate, UserOut, UserUpdate
 from collector.auth import audit, hashing, users
 
@@ -40,7 +40,7 @@ def _check_homes(db: Connection, home_ids: list[int]) -> None:
         text("SELECT count(*) FROM homes WHERE home_id = ANY(:h)"), {"h": sorted(set(home_ids))}
     ).scalar_one()
     if found != len(set(home_ids)):
-        raise HTTPException(status_code=422, detail="home not found")
+        raise invalid_field(("body", "home_ids"), "home not found")
 
 
 @router.get("", response_model=list[UserOut], summary="All users")

@@ -251,6 +251,7 @@ class TokenEndpoint(BaseModel):
 class BundleSensor(BaseModel):
     sensor_id: str
     label: str | None
+    rom_address: str | None = Field(default=None, description="1-Wire ROM address, if known")
 
 
 class ProvisioningBundle(BaseModel):

@@ -52,10 +52,15 @@ def _check_home(db: Connection, home_id: int | None) -> None:
 
 def _sensors(db: Connection, device_id: str) -> list[BundleSensor]:
     rows = db.execute(
-        text("SELECT sensor_id, label FROM sensors WHERE device_id = :d ORDER BY sensor_id"),
+        text(
+            "SELECT sensor_id, label, rom_address FROM sensors WHERE device_id = :d "
+            "ORDER BY sensor_id"
+        ),
         {"d": device_id},
     ).all()
-    return [BundleSensor(sensor_id=r.sensor_id, label=r.label) for r in rows]
+    return [
+        BundleSensor(sensor_id=r.sensor_id, label=r.label, rom_address=r.rom_address) for r in rows
+    ]
 
 
 def _config(db: Connection, device_id: str) -> DeviceConfig:

@@ -141,7 +141,9 @@ def test_config_changes_reach_the_device_retained(stack: Stack) -> None:
         config={"sample_period_s": 30},
     )
     assert bundle["config"]["sample_period_s"] == 30
-    assert bundle["sensors"] == [{"sensor_id": "s1", "label": "Freezer"}]
+    assert bundle["sensors"] == [
+        {"sensor_id": "s1", "label": "Freezer", "rom_address": "28-0316a279d1ff"}
+    ]
     new_config = {"sample_period_s": 5, "sensors": {"s1": {"high_c": -15.0, "hysteresis_c": 1}}}
     with stack.admin() as http:
         resp = http.put("/api/v1/devices/acl-config/config", json=new_config)

@@ -41,6 +41,7 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
     writer = build_writer(settings)
     writer.start()
     registry = DeviceRegistry(settings.database_url, auto_register=settings.auto_register_devices)
+    registry.open()
     pipeline = IngestPipeline(settings, writer, registry)
     engine = make_engine(settings.database_url)
     broker_sync = None
@@ -95,4 +96,5 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
         await asyncio.to_thread(writer.stop)
         if alerting is not None:
             await asyncio.to_thread(alerting.stop)
+        registry.close()
         engine.dispose()

@@ -29,6 +29,7 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     device_id text, sensor_id text, t_ms bigint, value float8, quality int2, fault text
 ) ON COMMIT DELETE ROWS
 """
+_STAGING_TYPES = ["text", "text", "int8", "float8", "int2", "text"]
 _INSERT = """
 WITH ins AS (
     INSERT INTO readings (time, device_id, sensor_id, value, quality, fault)
@@ -95,6 +96,7 @@ class GroupCommitWriter:
         self._url = database_url
         self._max_readings = max_readings
         self._max_wait_s = max_wait_s
+        self._min_group = max(1, max_readings // 20)
         self._queue: queue.Queue[Work] = queue.Queue()
         self._queue_max = queue_max_readings
         self._pending = 0  # readings queued or being written
@@ -163,17 +165,21 @@ class GroupCommitWriter:
                 continue
             group = [first]
             count = len(first.rows)
+            # Take whatever is already queued. Only a small group waits (up to max_wait) for
+            # company; under load the next group fills while this one commits, so waiting
+            # would only leave the database idle.
             deadline = time.monotonic() + self._max_wait_s
             while count < self._max_readings:
-                remaining = deadline - time.monotonic()
                 try:
-                    work = (
-                        self._queue.get(timeout=remaining)
-                        if remaining > 0
-                        else (self._queue.get_nowait())
-                    )
+                    work = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    remaining = deadline - time.monotonic()
+                    if count >= self._min_group or remaining <= 0:
+                        break
+                    try:
+                        work = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
                 group.append(work)
                 count += len(work.rows)
             self._commit_until_done(group, count)
@@ -239,8 +245,9 @@ class GroupCommitWriter:
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(
                 "COPY staging_readings (device_id, sensor_id, t_ms, value, quality, fault) "
-                "FROM STDIN"
+                "FROM STDIN (FORMAT BINARY)"
             ) as copy:
+                copy.set_types(_STAGING_TYPES)
                 write = copy.write_row
                 for work in group:
                     for row in work.rows:

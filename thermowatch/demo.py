@@ -1,14 +1,17 @@
 """``thermowatch demo``: the whole system on one machine with simulated probes.
 
-It starts a private Mosquitto on a free port, the collector against a local PostgreSQL with
-TimescaleDB, and an edge agent with simulated probes; then it prints what the API returns. The
-demo lets devices register themselves on first contact, a development setting that production
-never uses (devices are provisioned there; see docs/operations.md).
+It runs the production path on one machine: a private Mosquitto on a free port that refuses
+anonymous clients and reads the password and ACL files the collector writes, the collector against
+a local PostgreSQL with TimescaleDB, an admin created with ``collector create-admin``, a device
+provisioned through the API, and an edge agent with simulated probes started from the device's
+provisioning bundle. Then it prints what the API returns.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -68,19 +71,42 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: fl
     raise RuntimeError(f"the collector did not become ready:\n{log.read_text()}")
 
 
-def _show(api: str) -> None:
+def _show(api: httpx.Client, device_id: str) -> None:
     try:
-        latest = httpx.get(f"{api}/api/v1/devices/{DEMO_DEVICE}/latest", timeout=2)
+        latest = api.get(f"/api/v1/devices/{device_id}/latest", timeout=2)
     except httpx.HTTPError as exc:
         typer.echo(f"  (API not answering: {exc})")
         return
-    if latest.status_code == 404:
+    if latest.status_code != 200 or not latest.json():
         typer.echo("  waiting for the first batch…")
         return
     for sensor in latest.json():
         value = "—" if sensor["value"] is None else f"{sensor['value']:7.3f} °C"
         fault = f"  last fault: {sensor['last_fault']}" if sensor["last_fault"] else ""
         typer.echo(f"  {sensor['sensor_id']:<10} {value}  at {sensor['time']}{fault}")
+
+
+def _create_admin(python: list[str], env: dict[str, str]) -> str:
+    """An admin with an API key, made the way an operator makes the first one."""
+    password = secrets.token_urlsafe(16)
+    created = subprocess.run(
+        [
+            *python,
+            "collector",
+            "create-admin",
+            "--username",
+            f"demo-{secrets.token_hex(3)}",
+            "--api-key",
+            "demo",
+        ],
+        input=f"{password}\n{password}\n",
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if created.returncode != 0:
+        raise RuntimeError(f"create-admin failed:\n{created.stderr}")
+    return created.stdout.strip().rsplit(" ", 1)[-1]
 
 
 def demo(
@@ -99,56 +125,78 @@ def demo(
     work = Path(tempfile.mkdtemp(prefix="thermowatch-demo-"))
     database_url = _ensure_database(admin_database_url, "thermowatch_demo")
     mqtt_port, coap_port = _free_port(), _free_port(socket.SOCK_DGRAM)
+    passwd, acl, pid_file = work / "passwd", work / "acl", work / "mosquitto.pid"
+    passwd.write_text("")
+    acl.write_text("")
     (work / "mosquitto.conf").write_text(
-        f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-        f"persistence_location {work}/\nuser root\nmax_inflight_messages 200\n"
+        f"listener {mqtt_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+        f"acl_file {acl}\npersistence true\npersistence_location {work}/\nuser root\n"
+        "max_inflight_messages 200\n"
     )
     python = [sys.executable, "-m", "thermowatch.cli"]
-    base_env = dict(os.environ)
-    api = f"http://127.0.0.1:{http_port}"
+    api_url = f"http://127.0.0.1:{http_port}"
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, work, True)
         broker = _spawn(
-            [mosquitto, "-c", str(work / "mosquitto.conf")], base_env, work / "mosquitto.log"
+            [mosquitto, "-c", str(work / "mosquitto.conf")],
+            dict(os.environ),
+            work / "mosquitto.log",
         )
         stack.callback(_stop, broker)
+        pid_file.write_text(str(broker.pid))
         collector_env = {
-            **base_env,
+            **os.environ,
             "THERMOWATCH_DATABASE_URL": database_url,
+            "THERMOWATCH_SECRET_KEY": secrets.token_urlsafe(48),
             "THERMOWATCH_MQTT_PORT": str(mqtt_port),
+            "THERMOWATCH_MQTT_USERNAME": "thermowatch-collector",
+            "THERMOWATCH_MQTT_PASSWORD": secrets.token_urlsafe(24),
+            "THERMOWATCH_MQTT_CLIENT_ID": "thermowatch-demo-collector",
+            "THERMOWATCH_BROKER_PASSWORD_FILE": str(passwd),
+            "THERMOWATCH_BROKER_ACL_FILE": str(acl),
+            "THERMOWATCH_BROKER_PID_FILE": str(pid_file),
             "THERMOWATCH_HTTP_PORT": str(http_port),
             "THERMOWATCH_COAP_PORT": str(coap_port),
-            "THERMOWATCH_AUTO_REGISTER_DEVICES": "true",
-            "THERMOWATCH_MQTT_CLIENT_ID": "thermowatch-demo-collector",
         }
+        admin_key = _create_admin(python, collector_env)
         collector_log = work / "collector.log"
         collector = _spawn([*python, "collector", "serve"], collector_env, collector_log)
         stack.callback(_stop, collector)
-        _wait_http(api + "/readyz", collector, collector_log, 60)
+        _wait_http(api_url + "/readyz", collector, collector_log, 60)
+        api = httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {admin_key}"})
+        stack.callback(api.close)
+        device_id = f"{DEMO_DEVICE}-{secrets.token_hex(2)}"
+        provisioned = api.post("/api/v1/devices", json={"device_id": device_id})
+        if provisioned.status_code != 201:
+            raise RuntimeError(f"provisioning failed: {provisioned.text}")
+        bundle = work / "bundle.json"
+        bundle.write_text(json.dumps(provisioned.json()))
         agent_env = {
-            **base_env,
-            "THERMOWATCH_EDGE_DEVICE_ID": DEMO_DEVICE,
-            "THERMOWATCH_EDGE_MQTT_PORT": str(mqtt_port),
+            **os.environ,
             "THERMOWATCH_EDGE_SPOOL_PATH": str(work / "spool.sqlite3"),
             "THERMOWATCH_EDGE_SAMPLE_PERIOD_S": str(sample_period_s),
             "THERMOWATCH_EDGE_BATCH_MAX_AGE_S": "2",
         }
+        agent_log = work / "edge.log"
         agent = _spawn(
-            [*python, "edge", "run", "--simulate", str(sensors)], agent_env, work / "edge.log"
+            [*python, "edge", "run", "--bundle", str(bundle), "--simulate", str(sensors)],
+            agent_env,
+            agent_log,
         )
         stack.callback(_stop, agent)
         typer.echo(
-            f"Thermowatch demo: API {api}/docs  ·  MQTT 127.0.0.1:{mqtt_port}  ·  "
+            f"Thermowatch demo: API {api_url}/docs  ·  MQTT 127.0.0.1:{mqtt_port}  ·  "
             f"CoAP udp/{coap_port}  ·  database thermowatch_demo"
         )
-        typer.echo(f"Readings: {api}/api/v1/devices/{DEMO_DEVICE}/readings?bucket=1m\n")
+        typer.echo(f"Admin API key for this run (header 'Authorization: Bearer …'): {admin_key}")
+        typer.echo(f"Readings: {api_url}/api/v1/devices/{device_id}/readings?bucket=1m\n")
         started = time.monotonic()
         try:
             while duration_s <= 0 or time.monotonic() - started < duration_s:
                 time.sleep(min(5.0, max(0.5, duration_s / 4)) if duration_s else 5.0)
                 if agent.poll() is not None:
-                    raise RuntimeError(f"the edge agent exited:\n{(work / 'edge.log').read_text()}")
+                    raise RuntimeError(f"the edge agent exited:\n{agent_log.read_text()}")
                 typer.echo(time.strftime("%H:%M:%S"))
-                _show(api)
+                _show(api, device_id)
         except KeyboardInterrupt:
             typer.echo("stopping")

@@ -9,7 +9,10 @@ COPY collector ./collector
 COPY edge ./edge
 COPY thermowatch ./thermowatch
 RUN pip install --no-cache-dir . \
-    && useradd --system --uid 10001 thermowatch
+    && useradd --system --uid 10001 thermowatch \
+    && mkdir /broker && chown thermowatch:thermowatch /broker
+# /broker: the broker's password/ACL files and state, shared with the Mosquitto container
+# (a new named volume takes this folder's owner).
 USER thermowatch
 
 # HTTP API, CoAP (UDP)

@@ -117,3 +117,29 @@ def create_admin(
     typer.echo(f"admin {username!r} created")
     if key:
         typer.echo(f"API key (shown once): {key}")
+
+
+@app.command("sync-broker")
+def sync_broker() -> None:
+    """Write Mosquitto's password and ACL files from the database, then exit (run it before the
+    broker starts, e.g. as an init container; `serve` keeps them in sync afterwards)."""
+    _logging("warning")
+    from collector.broker.sync import BrokerSync
+    from collector.db import migrate as migrations
+    from collector.db.connection import make_engine
+
+    settings = Settings()
+    if not (settings.broker_password_file and settings.broker_acl_file):
+        typer.echo("error: set THERMOWATCH_BROKER_PASSWORD_FILE and _ACL_FILE", err=True)
+        sys.exit(2)
+    try:
+        migrations.upgrade(settings, wait_s=30)
+    except DatabaseUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        BrokerSync(settings, engine).sync()
+    finally:
+        engine.dispose()
+    typer.echo(f"wrote {settings.broker_password_file} and {settings.broker_acl_file}")

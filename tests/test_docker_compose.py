@@ -25,17 +25,41 @@ def test_compose_has_timescaledb_mosquitto_and_the_collector() -> None:
 
 
 def test_collector_environment_names_real_settings() -> None:
-    env = load()["services"]["collector"]["environment"]
+    services = load()["services"]
+    env = services["collector"]["environment"]
     fields = {f"THERMOWATCH_{name.upper()}" for name in Settings.model_fields}
     assert set(env) <= fields, set(env) - fields
     assert "@timescaledb:5432/" in env["THERMOWATCH_DATABASE_URL"]
     assert env["THERMOWATCH_MQTT_HOST"] == "mosquitto"
+    # The init job writes the very files the collector keeps in sync afterwards.
+    assert services["broker-files"]["environment"] == env
+    assert services["broker-files"]["command"] == ["thermowatch", "collector", "sync-broker"]
+
+
+def test_broker_reads_the_files_the_collector_writes() -> None:
+    services = load()["services"]
+    env = services["collector"]["environment"]
+    conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
+    assert f"password_file {env['THERMOWATCH_BROKER_PASSWORD_FILE']}" in conf
+    assert f"acl_file {env['THERMOWATCH_BROKER_ACL_FILE']}" in conf
+    assert f"pid_file {env['THERMOWATCH_BROKER_PID_FILE']}" in conf
+    # Same volume on both sides, and the collector can signal the broker's process.
+    assert "broker:/broker" in services["mosquitto"]["volumes"]
+    assert "broker:/broker" in services["collector"]["volumes"]
+    assert services["collector"]["pid"] == "service:mosquitto"
+    depends = services["mosquitto"]["depends_on"]["broker-files"]["condition"]
+    assert depends == "service_completed_successfully"
 
 
 def test_no_credentials_are_built_in() -> None:
     text = (REPO / "docker-compose.yml").read_text()
-    # Every password is a required variable the user must set.
-    assert "${THERMOWATCH_DB_PASSWORD:?" in text
+    # Every secret is a required variable the user must set.
+    for secret in (
+        "THERMOWATCH_DB_PASSWORD",
+        "THERMOWATCH_SECRET_KEY",
+        "THERMOWATCH_MQTT_PASSWORD",
+    ):
+        assert "${" + secret + ":?" in text
     db_env = load()["services"]["timescaledb"]["environment"]
     assert db_env["POSTGRES_PASSWORD"].startswith("${")
 

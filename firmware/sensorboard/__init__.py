@@ -1,6 +1,6 @@
 """Thermowatch sensor-board firmware (MicroPython): sample probes, detect, spool, deliver.
 
-Data flow, one module each: ``sensors`` -> ``detect`` -> ``records`` (RAM ring) -> ``spool``
+Data flow, one module each: ``sensors`` -> shared detectors -> ``records`` (RAM ring) -> ``spool``
 (flash) -> ``transport`` (MQTT or CoAP) -> collector ack -> spool deletes. ``app`` runs the loop.
 """
 

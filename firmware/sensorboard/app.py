@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from sensorboard import detect, forget, hw, records
+from sensorboard import forget, hw, records
 from sensorboard.batch import BatchEncoder
 from sensorboard.clock import Clock
 from sensorboard.spool import Spool
@@ -19,6 +19,24 @@ from shared import protocol
 from shared.compat import const
 
 _FIRST_RETRY_S = const(1)
+
+
+# Record kind codes of detector events: index into protocol.EVENT_KINDS + 1 (0 is a reading).
+_KIND_CODE = {}
+for _i in range(len(protocol.EVENT_KINDS)):
+    _KIND_CODE[protocol.EVENT_KINDS[_i]] = _i + 1
+_ANOMALY_CODE = _KIND_CODE[protocol.EV_ANOMALY]
+
+
+def _z_e4(z):
+    # A z-score in 1/10000, clipped to what the record's int32 holds.
+    if z != z:
+        return 0
+    return int(max(-200000.0, min(200000.0, z)) * 10000)
+
+
+def _nothing(*_):
+    pass
 
 
 def _new_boot_id():
@@ -29,7 +47,7 @@ def _new_boot_id():
 class Board:
     """Everything one board runs; ``root`` is its filesystem root (``""`` on a real board)."""
 
-    def __init__(self, cfg, root=""):
+    def __init__(self, cfg, root, sensors, detectors):
         import gc
 
         # The large buffers first, while the heap is still in one piece.
@@ -40,19 +58,24 @@ class Board:
         if cfg.transport == "coap":
             payload_bytes = min(payload_bytes, 1024)  # one datagram, no block-wise transfer
         self.encoder = BatchEncoder(payload_bytes)
-        self.cfg = cfg
         self.root = root
+        # Only what the loop needs is kept: the Config object is freed after start-up.
+        self.device_id = cfg.device_id
+        self.transport_name = cfg.transport
+        self.wifi_ssid = cfg.wifi_ssid
+        self.wifi_password = cfg.wifi_password
+        self.batch_records = cfg.batch_records
+        self.flush_records = cfg.flush_records
+        self.deep_sleep_s = cfg.deep_sleep_s
         self.boot_id = _new_boot_id()
-        self.watchdog = hw.Watchdog(cfg.watchdog_s)
-        self.led = hw.StatusLed(cfg.status_led_pin)
+        self.feed = hw.watchdog(cfg.watchdog_s) or _nothing
+        self.led = hw.status_led(cfg.status_led_pin) or _nothing
         self.clock = Clock(cfg.ntp_host, cfg.ntp_port, cfg.ntp_resync_s)
-        from sensorboard import assemble
-
-        self.sensors = assemble.sensors(cfg)
-        self.detectors = assemble.detectors(cfg)
+        self.sensors = sensors
+        self.detectors = detectors
         self.spool = Spool(root, cfg.segment_records, cfg.max_segments)
-        self.transport = assemble.transport(cfg, self.boot_id, self.watchdog.feed)
-        self.offline = self.transport is None
+        self.transport = None  # see attach()
+        self.offline = True
         self.sensor_ids = []
         for sensor in self.sensors:  # no comprehension: each one is a function object
             self.sensor_ids.append(sensor.sensor_id)
@@ -82,6 +105,11 @@ class Board:
         self.sent = 0
         self.acked = 0
         self.resends = 0
+
+    def attach(self, transport):
+        """Give the board its transport (``None``: offline, everything stays on flash)."""
+        self.transport = transport
+        self.offline = transport is None
 
     # --- sampling -------------------------------------------------------------------------
 
@@ -134,21 +162,22 @@ class Board:
     def _detect(self, detectors, index, sec, ms, value):
         celsius = value / 10000
         ring = self.ring
-        if detectors.threshold is not None:
-            kind = detectors.threshold.update(sec, celsius)
+        threshold, ewma = detectors
+        if threshold is not None:
+            kind = threshold.update(sec, celsius)
             if kind is not None:
-                limit = detectors.threshold.last_limit_c
+                limit = threshold.last_limit_c
                 detail = records.NO_VALUE if limit is None else int(limit * 10000)
                 if ring.count == ring.capacity:
                     self.flush()
-                ring.push(sec, ms, value, detail, index, 0, 0, detect.KIND_CODE[kind])
+                ring.push(sec, ms, value, detail, index, 0, 0, _KIND_CODE[kind])
                 self.events += 1
-        if detectors.ewma is not None:
-            z, anomaly = detectors.ewma.update(celsius)
+        if ewma is not None:
+            z, anomaly = ewma.update(celsius)
             if anomaly:
                 if ring.count == ring.capacity:
                     self.flush()
-                ring.push(sec, ms, value, detect.z_e4(z), index, 0, 0, detect.ANOMALY_CODE)
+                ring.push(sec, ms, value, _z_e4(z), index, 0, 0, _ANOMALY_CODE)
                 self.events += 1
 
     def flush(self):
@@ -170,19 +199,19 @@ class Board:
     def _connect(self, now):
         if time.ticks_diff(now, self.retry_at) < 0:
             return False
-        self.watchdog.feed()
+        self.feed()
         ok = True
-        if self.cfg.wifi_ssid:  # a board on Wi-Fi (the unix port has the host's network)
+        if self.wifi_ssid:  # a board on Wi-Fi (the unix port has the host's network)
             from sensorboard import net
 
             ok = net.connected() or net.connect(
-                self.cfg.wifi_ssid, self.cfg.wifi_password, 1, feed=self.watchdog.feed
+                self.wifi_ssid, self.wifi_password, 1, feed=self.feed
             )
         if ok:
             ok = self.transport.connect()
         if ok:
             self.retry_ms = _FIRST_RETRY_S * 1000
-            print("TW connected", self.cfg.transport)
+            print("TW connected", self.transport_name)
             return True
         self.retry_at = time.ticks_add(time.ticks_ms(), self.retry_ms)
         self.retry_ms = min(self.retry_ms * 2, self.retry_max_ms)
@@ -208,7 +237,7 @@ class Board:
         link = self.transport
         if not link.connected and not self._connect(now):
             return
-        self.watchdog.feed()
+        self.feed()
         link.poll()
         self._take_ack()
         if self.inflight:
@@ -218,12 +247,12 @@ class Board:
             self.inflight = 0
             self.seq += 1
             self.resends += 1
-        count = self.spool.read(self.batch, self.cfg.batch_records)
+        count = self.spool.read(self.batch, self.batch_records)
         if not count:
             return
         while True:
             payload = self.encoder.encode(
-                self.cfg.device_id, self.seq, self.boot_id, self.batch, count, self.sensor_ids
+                self.device_id, self.seq, self.boot_id, self.batch, count, self.sensor_ids
             )
             if payload is not None or count == 1:
                 break
@@ -231,9 +260,9 @@ class Board:
         if payload is None:
             self.spool.ack(count)  # one record larger than a datagram cannot ever be sent
             return
-        self.led.set(True)
+        self.led(1)
         ok = link.send(self.seq, payload)
-        self.led.set(False)
+        self.led(0)
         if not ok:
             self.retry_at = time.ticks_add(time.ticks_ms(), self.retry_ms)
             return
@@ -247,7 +276,7 @@ class Board:
     def step(self):
         """One pass of the loop."""
         now = time.ticks_ms()
-        self.watchdog.feed()
+        self.feed()
         if self.converting:
             if time.ticks_diff(now, self.read_at) >= 0:
                 self._read_all()
@@ -257,7 +286,7 @@ class Board:
                 self._read_all()
         ring = self.ring
         if ring.count and (
-            ring.count >= self.cfg.flush_records
+            ring.count >= self.flush_records
             or time.ticks_diff(now, self.last_flush) >= self.flush_ms
         ):
             self.flush()
@@ -266,7 +295,7 @@ class Board:
         self.deliver(now)
 
     def run(self):
-        print("TW start", self.cfg.device_id, self.boot_id, self.cfg.transport)
+        print("TW start", self.device_id, self.boot_id, self.transport_name)
         while True:
             self.step()
             time.sleep_ms(
@@ -274,23 +303,57 @@ class Board:
             )
 
 
-def main(root=None):
+def load_config(root):
+    """``(config, fatal problems)``; the config module is unloaded again afterwards."""
+    from sensorboard import config
+
+    cfg = config.load(root)
+    problems = config.fatal(cfg)
+    del config
+    forget("sensorboard.config")
+    return cfg, problems
+
+
+def _build(cfg, root):
     from sensorboard import assemble
 
+    board = Board(cfg, root, assemble.sensors(cfg), assemble.detectors(cfg))
+    board.attach(assemble.transport(cfg, board.boot_id, board.feed))
+    del assemble
+    forget("sensorboard.assemble")
+    return board
+
+
+def start(root):
+    """Load the config and build the board, one step at a time so that the start-up code of
+    each step is gone before the next (a 64 KB heap has no room for all of it at once);
+    ``None``, after saying why, if the config does not allow the board to run."""
+    import gc
+
+    cfg, problems = load_config(root)
+    for problem in cfg.errors:
+        print("TW config", problem)
+    for problem in problems:
+        print("TW config fatal", problem)
+    if problems:
+        return None
+    gc.collect()
+    return _build(cfg, root)
+
+
+def main(root=None):
     if root is None:
         # The board's filesystem root: the working directory on the unix port, "" on a board.
         root = os.getcwd()
         root = "" if root == "/" else root
-    board = assemble.board(root)
-    del assemble
-    forget("sensorboard.assemble")
+    board = start(root)
     if board is None:
         if sys.platform in ("linux", "darwin"):  # the unix port: say so with the exit status
             sys.exit(2)
         # On a board: wait for a technician to fix config.json rather than boot-looping.
         while True:
             time.sleep(60)
-    if board.cfg.deep_sleep_s:
+    if board.deep_sleep_s:
         from sensorboard import sleep
 
         sleep.run_once_and_sleep(board)

@@ -1,9 +1,8 @@
 """Builds the board's parts from its config, once at start-up: the sensors by kind, the shared
 detectors per sensor, the transport by name. Drivers are imported only when configured (the unix
-port has no ``machine``/``onewire``), and the board unloads this module once it is built.
+port has no ``machine``/``onewire``), and ``app.start`` unloads this module once it is built.
 """
 
-from sensorboard import detect
 from sensorboard.sensors import base
 
 
@@ -77,7 +76,7 @@ def detectors(cfg):
                 ewma = EwmaDetector(**settings)
             except (TypeError, ValueError) as exc:
                 cfg.errors.append("ewma for " + item["id"] + ": " + str(exc))
-        result.append(detect.SensorDetectors(threshold, ewma) if threshold or ewma else None)
+        result.append((threshold, ewma) if threshold or ewma else None)
     return result
 
 
@@ -92,29 +91,3 @@ def transport(cfg, boot_id, feed=None):
 
         return CoapTransport(cfg, boot_id, feed)
     return None
-
-
-def _load_config(root):
-    # A function of its own so that no running frame still holds the config module: once
-    # forgotten, its code goes back to the heap.
-    from sensorboard import config, forget
-
-    cfg = config.load(root)
-    problems = config.fatal(cfg)
-    del config
-    forget("sensorboard.config")
-    return cfg, problems
-
-
-def board(root):
-    """Load the config and build the board; ``None`` (after saying why) if it cannot run."""
-    from sensorboard.app import Board
-
-    cfg, problems = _load_config(root)
-    for problem in cfg.errors:
-        print("TW config", problem)
-    for problem in problems:
-        print("TW config fatal", problem)
-    if problems:
-        return None
-    return Board(cfg, root)

@@ -73,39 +73,44 @@ def fatal(cfg):
     """Problems that keep the board from doing its job (no id, nowhere to send)."""
     problems = []
     if not protocol.valid_id(cfg.device_id):
-        problems.append("device_id: missing or not a valid id")
+        problems.append("device_id" + _MISSING)
     if cfg.transport == "mqtt" and not cfg.mqtt_host:
-        problems.append("mqtt_host: required for transport mqtt")
+        problems.append("mqtt_host" + _MISSING)
     if cfg.transport == "coap" and not cfg.coap_host:
-        problems.append("coap_host: required for transport coap")
+        problems.append("coap_host" + _MISSING)
     if not cfg.sensors:
-        problems.append("sensors: no usable sensor")
+        problems.append("sensors" + _MISSING)
     return problems
+
+
+# Problems are reported as "<where>: <one of these>": few distinct strings, because every string
+# in a module stays in the heap (as a qstr) even after the module is unloaded.
+_BAD = ": invalid, default used"
+_MISSING = ": missing"
+_IGNORED = ": invalid, ignored"
+_UNKNOWN = ": unknown, ignored"
 
 
 def _check(name, value, errors):
     types, default, low, high = _FIELDS[name]
-    if isinstance(value, bool) or not isinstance(value, types):
-        errors.append(name + ": wrong type, using default")
-        return default
-    if (low is not None and value < low) or (high is not None and value > high):
-        errors.append(name + ": out of range " + str(low) + ".." + str(high) + ", using default")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, types)
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+    ):
+        errors.append(name + _BAD)
         return default
     return value
 
 
-def _sensor(index, raw, errors):
-    where = "sensors[" + str(index) + "]"
-    if not isinstance(raw, dict):
-        errors.append(where + ": not an object, ignored")
-        return None
-    sensor_id = raw.get("id")
-    kind = raw.get("kind")
-    if not protocol.valid_id(sensor_id):
-        errors.append(where + ": id missing or invalid, ignored")
-        return None
-    if kind not in SENSOR_KINDS:
-        errors.append(where + ": unknown kind " + str(kind) + ", ignored")
+def _sensor(where, raw, errors):
+    if (
+        not isinstance(raw, dict)
+        or not protocol.valid_id(raw.get("id"))
+        or raw.get("kind") not in SENSOR_KINDS
+    ):
+        errors.append(where + _IGNORED)
         return None
     return raw
 
@@ -114,46 +119,45 @@ def from_dict(raw, board=None):
     """A :class:`Config` from parsed JSON; ``board`` (the profile) supplies pins and defaults."""
     cfg = _defaults()
     merged = {}
-    for source in (board, raw):
-        if isinstance(source, dict):
-            for key in source:
-                merged[key] = source[key]
-        elif source is not None:
-            cfg.errors.append("config: not a JSON object")
+    if isinstance(board, dict):
+        for key in board:
+            if key in _FIELDS:  # a profile also describes the board for people: not settings
+                merged[key] = board[key]
+    if isinstance(raw, dict):
+        for key in raw:
+            merged[key] = raw[key]
+            if key not in _FIELDS:
+                cfg.errors.append(key + _UNKNOWN)
+    elif raw is not None:
+        cfg.errors.append("config.json" + _BAD)
     for key in merged:
-        if key not in _FIELDS:
-            if key not in ("name", "port", "mcu", "description", "pins", "mpy_arch"):
-                cfg.errors.append(key + ": unknown setting, ignored")
-            continue
-        if key == "sensors":
-            continue
-        setattr(cfg, key, _check(key, merged[key], cfg.errors))
+        if key in _FIELDS and key != "sensors":
+            setattr(cfg, key, _check(key, merged[key], cfg.errors))
     if cfg.detectors is None:
         cfg.detectors = {}
     if cfg.transport not in TRANSPORTS:
-        cfg.errors.append("transport: unknown, using mqtt")
+        cfg.errors.append("transport" + _BAD)
         cfg.transport = "mqtt"
     if cfg.flush_records > cfg.ring_records:
-        cfg.errors.append("flush_records: larger than ring_records, using ring_records")
+        cfg.errors.append("flush_records" + _BAD)
         cfg.flush_records = cfg.ring_records
     sensors = merged.get("sensors")
     if sensors is None:
         sensors = [{"id": "t1", "kind": "ds18b20"}]
     if not isinstance(sensors, list):
-        cfg.errors.append("sensors: not a list")
+        cfg.errors.append("sensors" + _IGNORED)
         sensors = []
     seen = []
     for i in range(len(sensors)):
-        item = _sensor(i, sensors[i], cfg.errors)
-        if item is not None and item["id"] in seen:
-            cfg.errors.append("sensors[" + str(i) + "]: duplicate id, ignored")
-        elif item is not None:
-            seen.append(item["id"])
-            cfg.sensors.append(item)
-    # The record format stores the sensor's position in one byte.
-    if len(cfg.sensors) > 255:
-        cfg.errors.append("sensors: more than 255, extra ones ignored")
-        cfg.sensors = cfg.sensors[:255]
+        where = "sensors[" + str(i) + "]"
+        item = _sensor(where, sensors[i], cfg.errors)
+        if item is None:
+            continue
+        if item["id"] in seen or len(seen) == 255:  # a record stores the index in one byte
+            cfg.errors.append(where + _IGNORED)
+            continue
+        seen.append(item["id"])
+        cfg.sensors.append(item)
     return cfg
 
 
@@ -164,7 +168,7 @@ def _read_json(path, errors):
     except OSError:
         return None
     except ValueError:
-        errors.append(path + ": not valid JSON")
+        errors.append(path + _BAD)
         return None
 
 
@@ -175,7 +179,7 @@ def load(root=""):
     board = _read_json(prefix + "board.json", errors)
     raw = _read_json(prefix + "config.json", errors)
     if raw is None and not errors:
-        errors.append("config.json: missing")
-    cfg = from_dict(raw if raw is not None else {}, board)
+        errors.append("config.json" + _MISSING)
+    cfg = from_dict(raw, board)
     cfg.errors = errors + cfg.errors
     return cfg

@@ -1,42 +1,29 @@
 """Board services that only exist on real hardware: the watchdog and the status LED.
 
-Each imports ``machine`` lazily and falls back to a harmless stand-in on the unix port.
+Each imports ``machine`` lazily and, where the port has no such thing (the unix port), gives back
+``None`` so the caller skips it. Functions, not classes: on a 64 KB heap every class costs.
 """
 
 
-class Watchdog:
-    """The hardware watchdog when the port has one; ``timeout_s`` 0 disables it."""
+def watchdog(timeout_s):
+    """The hardware watchdog's ``feed`` function, or ``None`` (disabled with 0, or no WDT)."""
+    if timeout_s <= 0:
+        return None
+    try:
+        from machine import WDT
 
-    def __init__(self, timeout_s):
-        self.wdt = None
-        if timeout_s <= 0:
-            return
-        try:
-            from machine import WDT
-
-            self.wdt = WDT(timeout=timeout_s * 1000)
-        except (ImportError, AttributeError, ValueError):
-            self.wdt = None
-
-    def feed(self):
-        if self.wdt is not None:
-            self.wdt.feed()
+        return WDT(timeout=timeout_s * 1000).feed
+    except (ImportError, AttributeError, ValueError):
+        return None
 
 
-class StatusLed:
-    """The board's status LED (pin from the board profile), a no-op without one."""
+def status_led(pin_number):
+    """The status LED pin's ``value`` function, or ``None`` without an LED."""
+    if pin_number is None or pin_number < 0:
+        return None
+    try:
+        from machine import Pin
 
-    def __init__(self, pin_number):
-        self.pin = None
-        if pin_number is None or pin_number < 0:
-            return
-        try:
-            from machine import Pin
-
-            self.pin = Pin(pin_number, Pin.OUT)
-        except (ImportError, AttributeError, ValueError):
-            self.pin = None
-
-    def set(self, on):
-        if self.pin is not None:
-            self.pin.value(1 if on else 0)
+        return Pin(pin_number, Pin.OUT).value
+    except (ImportError, AttributeError, ValueError):
+        return None

@@ -104,7 +104,7 @@ def _coap_ping(link):
         return False, "cannot open a UDP socket"
     message_id = link._next_id()
     ping = coap.encode_request(message_id, b"", "", None, 0, _COAP_CON)
-    host = link.cfg.coap_host + ":" + str(link.cfg.coap_port)
+    host = link.host + ":" + str(link.port)
     for _ in range(3):
         link.sock.sendto(ping, link.addr)
         link.sock.settimeout(link.ack_timeout_ms / 1000)

@@ -63,10 +63,7 @@ def save_state(board):
         saved.append(
             None
             if d is None
-            else [
-                d.threshold.get_state() if d.threshold else None,
-                d.ewma.get_state() if d.ewma else None,
-            ]
+            else [d[0].get_state() if d[0] else None, d[1].get_state() if d[1] else None]
         )
     state = [saved, board.clock.synced]
     RtcMemory(board.root).write(_RTC_MAGIC + json.dumps(state).encode())
@@ -85,10 +82,9 @@ def load_state(board):
             d = board.detectors[i]
             if d is None or saved[i] is None:
                 continue
-            if d.threshold and saved[i][0] is not None:
-                d.threshold.set_state(saved[i][0])
-            if d.ewma and saved[i][1] is not None:
-                d.ewma.set_state(saved[i][1])
+            for k in (0, 1):
+                if d[k] is not None and saved[i][k] is not None:
+                    d[k].set_state(saved[i][k])
     except (ValueError, TypeError, IndexError):
         return False
     if synced and not board.clock.ntp_host:
@@ -106,7 +102,7 @@ def run_once_and_sleep(board, deliver_for_ms=30000):
         board.clock.sync()
     board._start_conversions(time.ticks_ms())
     while time.ticks_diff(time.ticks_ms(), board.read_at) < 0:
-        board.watchdog.feed()
+        board.feed()
         time.sleep_ms(10)
     board._read_all()
     board.flush()
@@ -119,4 +115,4 @@ def run_once_and_sleep(board, deliver_for_ms=30000):
     if not board.offline:
         board.transport.close()
     save_state(board)
-    deep_sleep(board.cfg.deep_sleep_s * 1000)
+    deep_sleep(board.deep_sleep_s * 1000)

@@ -111,7 +111,8 @@ def _random_percent():
 class CoapTransport(Transport):
     def __init__(self, cfg, boot_id, feed=None):
         Transport.__init__(self, boot_id)
-        self.cfg = cfg
+        self.host = cfg.coap_host
+        self.port = cfg.coap_port
         self.path = protocol.topic(cfg.device_id, protocol.T_READINGS)
         self.ack_timeout_ms = int(cfg.coap_ack_timeout_s * 1000)
         self.max_retransmit = cfg.coap_max_retransmit
@@ -124,7 +125,7 @@ class CoapTransport(Transport):
     def connect(self):
         self.close()
         try:
-            self.addr = socket.getaddrinfo(self.cfg.coap_host, self.cfg.coap_port)[0][-1]
+            self.addr = socket.getaddrinfo(self.host, self.port)[0][-1]
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         except (OSError, IndexError) as exc:
             self.note_error("connect: " + repr(exc))

@@ -18,32 +18,32 @@ from shared import protocol
 class MqttTransport(Transport):
     def __init__(self, cfg, boot_id):
         Transport.__init__(self, boot_id)
-        self.cfg = cfg
         device = cfg.device_id
         self.topic_readings = protocol.topic(device, protocol.T_READINGS)
         self.topic_ack = protocol.topic(device, protocol.T_ACK)
         self.topic_ack_bytes = self.topic_ack.encode()  # umqtt hands topics over as bytes
         self.topic_status = protocol.topic(device, protocol.T_STATUS)
-        self.client = None
-        self.timeout_s = cfg.socket_timeout_s
-        self.keepalive_ms = cfg.mqtt_keepalive_s * 500  # ping at half the keepalive
-        self._last_io = time.ticks_ms()
-
-    def connect(self):
-        self.close()
-        cfg = self.cfg
-        client = MQTTClient(
-            cfg.device_id,
+        self.client = None  # the connected client, None while offline
+        # One client for the board's life: umqtt opens a new socket on each connect().
+        self.mqtt = MQTTClient(
+            device,
             cfg.mqtt_host,
             cfg.mqtt_port,
             cfg.mqtt_username or None,
             cfg.mqtt_password,
             cfg.mqtt_keepalive_s,
         )
-        client.set_callback(self._on_message)
-        client.set_last_will(
+        self.mqtt.set_callback(self._on_message)
+        self.mqtt.set_last_will(
             self.topic_status, protocol.encode_status("offline"), retain=True, qos=1
         )
+        self.timeout_s = cfg.socket_timeout_s
+        self.keepalive_ms = cfg.mqtt_keepalive_s * 500  # ping at half the keepalive
+        self._last_io = time.ticks_ms()
+
+    def connect(self):
+        self.close()
+        client = self.mqtt
         try:
             client.connect(clean_session=False)
             client.sock.settimeout(self.timeout_s)

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export THERMOWATCH_MICROPYTHON ?= $(CURDIR)/.cache/micropython/micropython
 export THERMOWATCH_MPY_CROSS ?= $(CURDIR)/.cache/micropython/mpy-cross
 
-.PHONY: setup test lint typecheck demo bench clean
+.PHONY: setup test lint typecheck firmware-typecheck demo bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,7 +17,14 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-test: setup lint typecheck
+# Board firmware against the MicroPython ESP32 stubs (fetched once into .cache, not the venv:
+# they replace the standard library's stubs).
+MPY_STUBS := .cache/mpy-stubs
+firmware-typecheck: setup
+	@test -f $(MPY_STUBS)/stdlib/VERSIONS || $(PY) -m pip install -q --target $(MPY_STUBS) "micropython-esp32-stubs~=1.25.0"
+	$(VENV)/bin/mypy --config-file firmware/mypy.ini
+
+test: setup lint typecheck firmware-typecheck
 	$(PY) -m pytest -q
 
 demo: setup

@@ -200,6 +200,9 @@ class Board:
         if time.ticks_diff(now, self.retry_at) < 0:
             return False
         self.feed()
+        link = self.transport
+        if link is None:
+            return False
         ok = True
         if self.wifi_ssid:  # a board on Wi-Fi (the unix port has the host's network)
             from sensorboard import net
@@ -208,7 +211,7 @@ class Board:
                 self.wifi_ssid, self.wifi_password, 1, feed=self.feed
             )
         if ok:
-            ok = self.transport.connect()
+            ok = link.connect()
         if ok:
             self.retry_ms = _FIRST_RETRY_S * 1000
             print("TW connected", self.transport_name)
@@ -217,11 +220,11 @@ class Board:
         self.retry_ms = min(self.retry_ms * 2, self.retry_max_ms)
         return False
 
-    def _take_ack(self):
-        ack = self.transport.last_ack
+    def _take_ack(self, link):
+        ack = link.last_ack
         if ack is None:
             return
-        self.transport.last_ack = None
+        link.last_ack = None
         if not self.inflight or ack[0] != self.seq:
             return  # an ack for an older send: its records are covered by a newer batch
         self.spool.ack(self.inflight)
@@ -232,14 +235,14 @@ class Board:
 
     def deliver(self, now):
         """Connect when due, take acks, send the next batch; never blocks for long."""
-        if self.offline:
-            return
         link = self.transport
+        if link is None:
+            return
         if not link.connected and not self._connect(now):
             return
         self.feed()
         link.poll()
-        self._take_ack()
+        self._take_ack(link)
         if self.inflight:
             if time.ticks_diff(now, self.inflight_at) < self.ack_timeout_ms:
                 return
@@ -269,7 +272,7 @@ class Board:
         self.inflight = count
         self.inflight_at = time.ticks_ms()
         self.sent += 1
-        self._take_ack()  # CoAP brings the ack with the response
+        self._take_ack(link)  # CoAP brings the ack with the response
 
     # --- the loop -------------------------------------------------------------------------
 
@@ -298,9 +301,8 @@ class Board:
         print("TW start", self.device_id, self.boot_id, self.transport_name)
         while True:
             self.step()
-            time.sleep_ms(
-                5 if self.converting or (not self.offline and self.transport.connected) else 20
-            )
+            link = self.transport
+            time.sleep_ms(5 if self.converting or (link is not None and link.connected) else 20)
 
 
 def load_config(root):

@@ -8,7 +8,7 @@ from sensorboard.sensors import base
 
 def sensors(cfg):
     """The configured sensors in config order; one that cannot start becomes a faulty stub."""
-    sensors = []
+    sensors = []  # type: list[base.Sensor]
     buses = {}
     for item in cfg.sensors:
         kind = item["kind"]

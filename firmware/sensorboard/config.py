@@ -17,7 +17,7 @@ SENSOR_KINDS = ("ds18b20", "rp2040", "sim")
 
 # name: (types, default, low, high). Units are in the names; ``None`` bounds are unchecked.
 _NUM = (int, float)
-_FIELDS = {
+_FIELDS = {  # type: dict[str, tuple]
     "device_id": (str, "", None, None),
     "transport": (str, "mqtt", None, None),
     "mqtt_host": (str, "", None, None),
@@ -57,6 +57,12 @@ _FIELDS = {
 
 class Config:
     """Validated settings as attributes, plus ``errors``: the problems found while loading."""
+
+    # Declared for the type checker (type comments cost nothing on the board); the values are
+    # set per instance by _defaults().
+    errors = []  # type: list[str]  # noqa: RUF012
+    sensors = []  # type: list[dict]  # noqa: RUF012
+    detectors = {}  # type: dict  # noqa: RUF012
 
 
 def _defaults():
@@ -147,7 +153,7 @@ def from_dict(raw, board=None):
     if not isinstance(sensors, list):
         cfg.errors.append("sensors" + _IGNORED)
         sensors = []
-    seen = []
+    seen = []  # type: list[str]
     for i in range(len(sensors)):
         where = "sensors[" + str(i) + "]"
         item = _sensor(where, sensors[i], cfg.errors)
@@ -175,7 +181,7 @@ def _read_json(path, errors):
 def load(root=""):
     """Load ``board.json`` and ``config.json`` from the board's filesystem root."""
     prefix = root + "/" if root else ""
-    errors = []
+    errors = []  # type: list[str]
     board = _read_json(prefix + "board.json", errors)
     raw = _read_json(prefix + "config.json", errors)
     if raw is None and not errors:

@@ -150,6 +150,8 @@ class CoapTransport(Transport):
         """One confirmable request; returns ``(code, payload)`` of the response or ``None``."""
         if self.sock is None and not self.connect():
             return None
+        sock = self.sock
+        assert sock is not None
         message_id = self._next_id()
         token = os.urandom(4)
         request = encode_request(message_id, token, path or self.path, payload, code)
@@ -160,8 +162,8 @@ class CoapTransport(Transport):
                 if attempt:
                     self.retransmissions += 1
                 if not acked:
-                    self.sock.sendto(request, self.addr)
-                result = self._await(message_id, token, timeout_ms)
+                    sock.sendto(request, self.addr)
+                result = self._await(sock, message_id, token, timeout_ms)
                 if result == "acked":
                     acked = True  # empty ACK: the response comes separately, keep waiting
                 elif result is not None:
@@ -174,7 +176,7 @@ class CoapTransport(Transport):
         self.note_error("coap: no response after " + str(self.max_retransmit) + " retransmissions")
         return None
 
-    def _await(self, message_id, token, timeout_ms):
+    def _await(self, sock, message_id, token, timeout_ms):
         deadline = time.ticks_add(time.ticks_ms(), timeout_ms)
         while True:
             left = time.ticks_diff(deadline, time.ticks_ms())
@@ -182,9 +184,9 @@ class CoapTransport(Transport):
                 return None
             if self.feed is not None:
                 self.feed()
-            self.sock.settimeout(min(left, 1000) / 1000)
+            sock.settimeout(min(left, 1000) / 1000)
             try:
-                data, source = self.sock.recvfrom(1280)
+                data, source = sock.recvfrom(1280)
             except OSError:
                 continue  # timed out: check the deadline, feed the watchdog
             message = decode_message(data)
@@ -200,11 +202,11 @@ class CoapTransport(Transport):
                     return code, body
             elif mtype in (_CON, _NON) and rtoken == token:
                 if mtype == _CON:
-                    self.sock.sendto(encode_request(mid, b"", "", None, 0, _ACK), source)
+                    sock.sendto(encode_request(mid, b"", "", None, 0, _ACK), source)
                 return code, body
             elif mtype == _CON:
                 # Someone else's confirmable message: reject it so it is not resent to us.
-                self.sock.sendto(encode_request(mid, b"", "", None, 0, _RST), source)
+                sock.sendto(encode_request(mid, b"", "", None, 0, _RST), source)
 
     def send(self, seq, payload):
         result = self.exchange(payload)

@@ -26,6 +26,10 @@ import numpy as np
 import numpy.typing as npt
 import typer
 
+from collector.alerts.backtest import WouldBeAlert, backtest
+from collector.alerts.evaluate import Sample
+from collector.alerts.messages import Subject
+from collector.alerts.rules import Kind, Rule, RuleError, Severity, validate_params
 from shared.detectors import ewma as ewma_defaults
 from shared.detectors import threshold as threshold_defaults
 from shared.detectors.ewma import EwmaDetector
@@ -215,6 +219,71 @@ def anomaly_detector(
     return detect
 
 
+def load_rules(path: Path) -> list[tuple[Rule, str | None]]:
+    """Alert rules from a JSON file: a list of ``{"name", "kind", "params", "severity",
+    "sensor_id"}`` objects (the same fields as the rules API). Raises ValueError naming the rule
+    that is wrong."""
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: expected a JSON list of rules")
+    rules: list[tuple[Rule, str | None]] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"rule {i + 1}: expected an object")
+        try:
+            kind = Kind(str(item.get("kind")))
+            rule = Rule(
+                id=i + 1,
+                name=str(item.get("name") or kind.value),
+                kind=kind,
+                params=validate_params(kind, item.get("params") or {}),
+                severity=Severity(item.get("severity", Severity.warning)),
+            )
+        except (ValueError, RuleError) as exc:
+            raise ValueError(f"rule {i + 1} ({item.get('name', '?')}): {exc}") from None
+        rules.append((rule, item.get("sensor_id")))
+    return rules
+
+
+def rule_detector(
+    rule: Rule, *, device: str, only_sensor: str | None, found: list[WouldBeAlert]
+) -> SeriesDetector:
+    """An alert rule as a detector for :func:`replay_series`: the collector's own evaluation
+    (hysteresis, durations, flap window) over the series; the alerts it would have raised are
+    also appended to ``found`` with their plain-language messages."""
+
+    def detect(sensor_id: str, times: FloatArray, values: FloatArray) -> list[ReplayEvent]:
+        if only_sensor is not None and sensor_id != only_sensor:
+            return []
+        samples = [
+            Sample(round(t * 1000), None, "read_error")
+            if math.isnan(v)
+            else Sample(round(t * 1000), v)
+            for t, v in zip(times.tolist(), values.tolist(), strict=True)
+        ]
+        alerts = backtest(rule, Subject(device, sensor_id), samples)
+        found.extend(alerts)
+        events = []
+        for a in alerts:
+            events.append(
+                ReplayEvent(
+                    a.fired_ms / 1000, sensor_id, "alert_firing", a.value, a.limit, rule.name
+                )
+            )
+            if a.resolved_ms is not None:
+                events.append(
+                    ReplayEvent(
+                        a.resolved_ms / 1000, sensor_id, "alert_resolved", None, None, rule.name
+                    )
+                )
+        return events
+
+    return detect
+
+
 def replay_series(
     series: dict[str, SensorSeries], detectors: Sequence[SeriesDetector]
 ) -> list[ReplayEvent]:
@@ -229,6 +298,21 @@ def replay_series(
 
 def _number(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}".rstrip("0").rstrip(".")
+
+
+def format_alerts(alerts: Sequence[WouldBeAlert]) -> str:
+    """The alerts rules would have raised, as their notifications would have read."""
+    lines = [f"{len(alerts)} alerts would have been raised:"]
+    for a in sorted(alerts, key=lambda a: a.fired_ms):
+        until = (
+            f"resolved {format_time(a.resolved_ms / 1000)}"
+            if a.resolved_ms is not None
+            else "still firing at the end"
+        )
+        lines.append(
+            f"  {format_time(a.fired_ms / 1000)} [{a.severity}] {a.rule}: {a.message} ({until})"
+        )
+    return "\n".join(lines)
 
 
 def format_table(events: Sequence[ReplayEvent]) -> str:
@@ -281,6 +365,17 @@ def replay(
     json_lines: Annotated[
         bool, typer.Option("--json", help="One JSON object per event instead of a table.")
     ] = False,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            help="JSON list of alert rules (as in the rules API) to backtest; prints the alerts "
+            "they would have raised.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
 ) -> None:
     """Replay a series through the detectors and print the events they raise."""
     detectors: list[SeriesDetector] = []
@@ -300,6 +395,16 @@ def replay(
             )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    would_be: list[WouldBeAlert] = []
+    if rules is not None:
+        try:
+            loaded_rules = load_rules(rules)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--rules") from None
+        detectors += [
+            rule_detector(rule, device=csv_path.stem, only_sensor=sensor, found=would_be)
+            for rule, sensor in loaded_rules
+        ]
     if not detectors:
         raise typer.BadParameter("nothing to replay: give --high-c/--low-c or --anomalies")
 
@@ -312,6 +417,9 @@ def replay(
             typer.echo(json.dumps(e.as_dict()))
     elif events:
         typer.echo(format_table(events))
+    if would_be and not json_lines:
+        typer.echo("")
+        typer.echo(format_alerts(would_be))
     samples = sum(len(s.times) for s in loaded.series.values())
     faults = sum(int(np.isnan(s.values).sum()) for s in loaded.series.values())
     summary = (

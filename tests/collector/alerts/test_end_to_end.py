@@ -86,7 +86,7 @@ class Env:
         readings = [
             (
                 sensor,
-                int(round((t - t0) * 1000)),
+                round((t - t0) * 1000),
                 v,
                 0 if v is not None else p.Q_PROBE_FAULT,
                 None if v is not None else p.FAULT_CRC,

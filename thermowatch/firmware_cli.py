@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import typer
@@ -142,38 +143,105 @@ def build_bundle(board_name: str, out_dir: Path) -> Path:
     return target
 
 
-def read_bundle(path: Path) -> tuple[dict[str, Any], str | None]:
-    """A provisioning bundle: ``{"config": {...}, "board": NAME}`` or a bare config object."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise FirmwareError(f"cannot read bundle {path}: {exc}") from None
-    return _bundle_config(raw, str(path))
+def ds18b20_rom_hex(address: str) -> str:
+    """The 8 ROM bytes (as sent on the bus) of a probe named the Linux way, ``28-0316a279d1ff``:
+    family code, the 48-bit serial least significant byte first, then the Dallas CRC."""
+    family, _, serial = address.partition("-")
+    rom = bytes([int(family, 16)]) + bytes.fromhex(serial.rjust(12, "0"))[::-1]
+    crc = 0
+    for byte in rom:
+        for _ in range(8):
+            mix = (crc ^ byte) & 1
+            crc >>= 1
+            if mix:
+                crc ^= 0x8C
+            byte >>= 1
+    return (rom + bytes([crc])).hex()
 
 
-def _bundle_config(raw: Any, where: str) -> tuple[dict[str, Any], str | None]:
-    if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
-        config, board = raw["config"], raw.get("board")
-    else:
-        config, board = raw, None
-    if not isinstance(config, dict) or not config.get("device_id"):
-        raise FirmwareError(f"{where}: no device config with a device_id in it")
-    return config, board if isinstance(board, str) else None
+def _board_sensor(item: dict[str, Any]) -> dict[str, Any] | None:
+    sensor_id = str(item.get("sensor_id", ""))
+    rom = item.get("rom_address") or (sensor_id if sensor_id.startswith("28-") else None)
+    if rom:
+        return {"id": sensor_id, "kind": "ds18b20", "rom": ds18b20_rom_hex(rom)}
+    if sensor_id in ("board", "cpu", "rp2040"):
+        return {"id": sensor_id, "kind": "rp2040"}
+    if sensor_id.startswith("sim"):
+        return {"id": sensor_id, "kind": "sim"}
+    return None
 
 
-def fetch_bundle(
-    collector_url: str, device_id: str, token: str | None
-) -> tuple[dict[str, Any], str | None]:
-    """Ask the collector for a device's provisioning bundle."""
-    url = f"{collector_url.rstrip('/')}/api/v1/devices/{device_id}/provisioning"
+_THRESHOLD_KEYS = ("high_c", "low_c", "hysteresis_c", "min_duration_s")
+
+
+def config_from_bundle(
+    bundle: dict[str, Any],
+    *,
+    transport: str = "mqtt",
+    wifi_ssid: str | None = None,
+    wifi_password: str | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The board's ``config.json`` for a collector provisioning bundle, and what was left out."""
+    notes: list[str] = []
+    config: dict[str, Any] = {"device_id": bundle["device_id"], "transport": transport}
+    mqtt = bundle.get("mqtt") or {}
+    if mqtt:
+        config.update(
+            mqtt_host=mqtt["host"],
+            mqtt_port=mqtt["port"],
+            mqtt_username=mqtt["username"],
+            mqtt_password=mqtt["password"],
+        )
+    coap = bundle.get("coap") or {}
+    if coap.get("url"):
+        parsed = urlsplit(coap["url"])
+        config.update(coap_host=parsed.hostname, coap_port=parsed.port or 5683)
+        config["coap_token"] = coap.get("token", "")
+    if wifi_ssid:
+        config.update(wifi_ssid=wifi_ssid, wifi_password=wifi_password or "")
+    pushed = bundle.get("config") or {}
+    if pushed.get("sample_period_s"):
+        config["sample_period_s"] = pushed["sample_period_s"]
+    per_sensor = pushed.get("sensors") or {}
+    sensors = []
+    for item in bundle.get("sensors") or []:
+        sensor = _board_sensor(item)
+        if sensor is None:
+            notes.append(f"sensor {item.get('sensor_id')!r}: no board driver for it, left out")
+            continue
+        limits = {k: v for k, v in (per_sensor.get(sensor["id"]) or {}).items() if v is not None}
+        threshold = {k: limits[k] for k in _THRESHOLD_KEYS if k in limits}
+        if "high_c" in threshold or "low_c" in threshold:
+            sensor["threshold"] = threshold
+        sensors.append(sensor)
+    if sensors:
+        config["sensors"] = sensors
+    return config, notes
+
+
+def _bundle_config(raw: Any, where: str, **options: Any) -> tuple[dict[str, Any], list[str]]:
+    if not isinstance(raw, dict) or not raw.get("device_id"):
+        raise FirmwareError(f"{where}: no device_id in it")
+    if "mqtt" in raw or "coap" in raw:
+        return config_from_bundle(raw, **options)
+    return raw, []
+
+
+def fetch_bundle(collector_url: str, device_id: str, token: str | None) -> dict[str, Any]:
+    """A new bundle from the collector: bundles are shown only once, so this rotates the
+    device's credentials (``POST /api/v1/devices/{id}/rotate``, admin token)."""
+    url = f"{collector_url.rstrip('/')}/api/v1/devices/{device_id}/rotate"
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(url, headers=headers, timeout=10)
+        response = httpx.post(url, headers=headers, timeout=10)
     except httpx.HTTPError as exc:
         raise FirmwareError(f"collector at {collector_url} not reachable: {exc}") from None
     if response.status_code != 200:
-        raise FirmwareError(f"collector refused the bundle for {device_id}: {response.status_code}")
-    return _bundle_config(response.json(), url)
+        raise FirmwareError(
+            f"collector refused a bundle for {device_id}: {response.status_code} {response.text}"
+        )
+    bundle: dict[str, Any] = response.json()
+    return bundle
 
 
 def masked(config: dict[str, Any]) -> dict[str, Any]:
@@ -259,21 +327,32 @@ def flash(
         "http://127.0.0.1:8080", "--collector-url", envvar="THERMOWATCH_COLLECTOR_URL"
     ),
     token: str | None = typer.Option(None, "--token", envvar="THERMOWATCH_TOKEN"),
-    board: str | None = typer.Option(None, "--board", help="Board profile (default: bundle's)"),
+    board: str = typer.Option("esp32-devkitc", "--board", help="Board profile (hardware/boards)"),
+    transport: str = typer.Option("mqtt", "--transport", help="mqtt or coap"),
+    wifi_ssid: str | None = typer.Option(None, "--wifi-ssid", envvar="THERMOWATCH_WIFI_SSID"),
+    wifi_password: str | None = typer.Option(
+        None, "--wifi-password", envvar="THERMOWATCH_WIFI_PASSWORD"
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be written, only"),
 ) -> None:
     """Copy the firmware and the device's config.json to a board with mpremote."""
     try:
         if (bundle is None) == (device_id is None):
             raise FirmwareError("give exactly one of --bundle FILE or --device-id ID")
+        options = {"transport": transport, "wifi_ssid": wifi_ssid, "wifi_password": wifi_password}
         if bundle is not None:
-            config, bundle_board = read_bundle(bundle)
+            try:
+                raw = json.loads(bundle.read_text())
+            except (OSError, ValueError) as exc:
+                raise FirmwareError(f"cannot read bundle {bundle}: {exc}") from None
+            config, notes = _bundle_config(raw, str(bundle), **options)
         else:
             assert device_id is not None
-            config, bundle_board = fetch_bundle(collector_url, device_id, token)
-        board_name = board or bundle_board or config.get("board")
-        if not isinstance(board_name, str):
-            raise FirmwareError("no board given: use --board NAME")
+            raw = fetch_bundle(collector_url, device_id, token)
+            config, notes = _bundle_config(raw, collector_url, **options)
+        for note in notes:
+            typer.echo(f"note: {note}", err=True)
+        board_name = board
         build_dir = build_bundle(board_name, Path(tempfile.mkdtemp(prefix="tw-build-")))
         plan = flash_plan(build_dir)
         config_text = json.dumps(config, indent=1) + "\n"

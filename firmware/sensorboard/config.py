@@ -27,6 +27,7 @@ _FIELDS = {  # type: dict[str, tuple]
     "mqtt_keepalive_s": (int, 60, 0, 65535),
     "coap_host": (str, "", None, None),
     "coap_port": (int, 5683, 1, 65535),
+    "coap_token": (str, "", None, None),
     "coap_ack_timeout_s": (_NUM, 2.0, 0.05, 60),
     "coap_max_retransmit": (int, 4, 0, 8),
     "wifi_ssid": (str, "", None, None),

@@ -51,8 +51,76 @@ def test_unknown_board_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def write_bundle(path: Path, **overrides: Any) -> Path:
-    path.write_text(json.dumps({"board": "esp32-devkitc", "config": board_config(**overrides)}))
+    """A board config.json written by hand (the tool takes it as it is)."""
+    path.write_text(json.dumps(board_config(**overrides)))
     return path
+
+
+# What the collector's POST /api/v1/devices answers (collector.api.schemas.ProvisioningBundle).
+PROVISIONING_BUNDLE = {
+    "device_id": "kitchen-1",
+    "mqtt": {"host": "broker.example", "port": 1883, "username": "kitchen-1", "password": "pw-1"},
+    "coap": {"url": "coap://collector.example:5684", "token": "tok-1"},
+    "http": {"url": "https://collector.example/api/v1/ingest", "token": "tok-1"},
+    "sensors": [
+        {"sensor_id": "28-0316a279d1ff", "label": "Freezer", "rom_address": "28-0316a279d1ff"},
+        {"sensor_id": "board", "label": None, "rom_address": None},
+        {"sensor_id": "humidity", "label": None, "rom_address": None},
+    ],
+    "config": {
+        "v": 1,
+        "sample_period_s": 30,
+        "sensors": {"28-0316a279d1ff": {"high_c": -15.0, "hysteresis_c": 1.0}},
+    },
+}
+
+
+def test_provisioning_bundle_becomes_the_board_config(tmp_path: Path) -> None:
+    bundle = tmp_path / "kitchen-1.json"
+    bundle.write_text(json.dumps(PROVISIONING_BUNDLE))
+    result = thermowatch(
+        "flash",
+        "--port",
+        "/dev/ttyUSB0",
+        "--bundle",
+        str(bundle),
+        "--board",
+        "pico-w",
+        "--wifi-ssid",
+        "farm",
+        "--wifi-password",
+        "wifi-secret",
+        "--dry-run",
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout[result.stdout.index("config.json:\n") + 13 :])
+    assert config["device_id"] == "kitchen-1" and config["mqtt_username"] == "kitchen-1"
+    assert config["mqtt_password"] == "***" and config["wifi_password"] == "***"
+    assert config["coap_host"] == "collector.example" and config["coap_port"] == 5684
+    assert config["coap_token"] == "tok-1" and config["sample_period_s"] == 30
+    freezer, board = config["sensors"]
+    assert freezer["kind"] == "ds18b20" and freezer["threshold"] == {
+        "high_c": -15.0,
+        "hysteresis_c": 1.0,
+    }
+    rom = bytes.fromhex(freezer["rom"])
+    assert rom[:7] == bytes.fromhex("28ffd179a21603")  # family, serial LSB first
+    assert crc8(rom) == 0  # the last byte is the Dallas CRC of the first seven
+    assert board == {"id": "board", "kind": "rp2040"}
+    assert "'humidity': no board driver" in result.stderr
+    assert "pw-1" not in result.stdout and "wifi-secret" not in result.stdout
+
+
+def crc8(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        for _ in range(8):
+            mix = (crc ^ byte) & 1
+            crc >>= 1
+            if mix:
+                crc ^= 0x8C
+            byte >>= 1
+    return crc
 
 
 def test_flash_dry_run_shows_files_and_config_and_writes_nothing(tmp_path: Path) -> None:
@@ -61,7 +129,7 @@ def test_flash_dry_run_shows_files_and_config_and_writes_nothing(tmp_path: Path)
     result = thermowatch("flash", "--port", f"unix:{target}", "--bundle", str(bundle), "--dry-run")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "would write" in out and "board esp32-devkitc" in out
+    assert "would write" in out and "(board esp32-devkitc)" in out
     for path in ("boot.py", "main.py", "sensorboard/app.mpy", "lib/umqtt/simple.mpy"):
         assert path in out
     assert "config.json" in out
@@ -81,7 +149,7 @@ def test_flash_needs_a_bundle_or_a_device_id(tmp_path: Path) -> None:
     result = thermowatch("flash", "--port", "unix:x")
     assert result.returncode == 2 and "--bundle" in result.stderr
     bad = tmp_path / "bad.json"
-    bad.write_text('{"config": {"mqtt_host": "h"}}')
+    bad.write_text('{"mqtt_host": "h"}')
     result = thermowatch("flash", "--port", "unix:x", "--bundle", str(bad))
     assert result.returncode == 2 and "device_id" in result.stderr
 

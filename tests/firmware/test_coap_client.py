@@ -18,14 +18,18 @@ from shared import protocol
 from tests.firmware.mp import json_lines, run_on_board
 from tests.support.net import free_port
 
+# What the server saw of each request: path, Content-Format, payload, query.
+Seen = list[tuple[tuple[str, ...], int | None, bytes, tuple[str, ...]]]
+
 
 class Readings(resource.Resource, resource.PathCapable):
-    def __init__(self, seen: list[tuple[tuple[str, ...], int | None, bytes]]) -> None:
+    def __init__(self, seen: Seen) -> None:
         super().__init__()
         self.seen = seen
 
     async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
-        self.seen.append((request.opt.uri_path, request.opt.content_format, request.payload))
+        opt = request.opt
+        self.seen.append((opt.uri_path, opt.content_format, request.payload, opt.uri_query))
         return aiocoap.Message(
             code=aiocoap.CHANGED, payload=protocol.encode_ack(7, "b00t", 3, 0, 0)
         )
@@ -36,7 +40,7 @@ class CoapServer:
 
     def __init__(self) -> None:
         self.port = free_port(socket.SOCK_DGRAM)
-        self.seen: list[tuple[tuple[str, ...], int | None, bytes]] = []
+        self.seen: Seen = []
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -118,6 +122,7 @@ class Cfg:
     coap_port = {port}
     coap_ack_timeout_s = 0.2
     coap_max_retransmit = {retransmit}
+    coap_token = "tok-123"
 t = CoapTransport(Cfg(), "b00t")
 ok = t.send(7, b'{{"v":1,"dev":"dev1","seq":7,"boot":"b00t","t0":1763900000,"r":[]}}')
 print(json.dumps([ok, t.last_ack, t.retransmissions, t.last_error]))
@@ -131,9 +136,10 @@ def test_post_reaches_aiocoap_and_returns_the_ack(
     out = run_on_board(micropython_bin, firmware_build, code)
     ((ok, ack, retransmissions, _),) = json_lines(out)
     assert ok is True and ack == [7, 3, 0, 0] and retransmissions == 0
-    ((path, content_format, payload),) = coap_server.seen
+    ((path, content_format, payload, query),) = coap_server.seen
     assert path == ("dev1", "readings")  # under the tw/v1 resource: tw/v1/dev1/readings
     assert content_format == 50
+    assert query == ("t=tok-123",)  # the ingest token, as the collector expects it
     assert payload.startswith(b'{"v":1,"dev":"dev1","seq":7')
 
 

@@ -24,6 +24,7 @@ _CHANGED = const(0x44)  # 2.04
 _CREATED = const(0x41)  # 2.01
 _OPT_URI_PATH = const(11)
 _OPT_CONTENT_FORMAT = const(12)
+_OPT_URI_QUERY = const(15)
 _JSON = const(50)
 _ACK_RANDOM_FACTOR_PERCENT = const(150)
 
@@ -47,8 +48,9 @@ def _option(out, delta, value):
     out.extend(value)
 
 
-def encode_request(message_id, token, path, payload, code=_POST, mtype=_CON):
-    """A CoAP message as bytes: header, token, Uri-Path options, Content-Format, payload."""
+def encode_request(message_id, token, path, payload, code=_POST, mtype=_CON, query=None):
+    """A CoAP message as bytes: header, token, Uri-Path options, Content-Format, Uri-Query
+    (options in ascending number, as RFC 7252 wants them), payload."""
     out = bytearray()
     out.append(0x40 | mtype << 4 | len(token))
     out.append(code)
@@ -62,6 +64,10 @@ def encode_request(message_id, token, path, payload, code=_POST, mtype=_CON):
             last = _OPT_URI_PATH
     if payload is not None:
         _option(out, _OPT_CONTENT_FORMAT - last, bytes((_JSON,)))
+        last = _OPT_CONTENT_FORMAT
+    if query:
+        _option(out, _OPT_URI_QUERY - last, query.encode())
+    if payload is not None:
         out.append(0xFF)
         out.extend(payload)
     return out
@@ -113,6 +119,8 @@ class CoapTransport(Transport):
         Transport.__init__(self, boot_id)
         self.host = cfg.coap_host
         self.port = cfg.coap_port
+        # The collector identifies the board by its ingest token, sent as ?t=<token>.
+        self.query = ("t=" + cfg.coap_token) if cfg.coap_token else None
         self.path = protocol.topic(cfg.device_id, protocol.T_READINGS)
         self.ack_timeout_ms = int(cfg.coap_ack_timeout_s * 1000)
         self.max_retransmit = cfg.coap_max_retransmit
@@ -154,7 +162,9 @@ class CoapTransport(Transport):
         assert sock is not None
         message_id = self._next_id()
         token = os.urandom(4)
-        request = encode_request(message_id, token, path or self.path, payload, code)
+        request = encode_request(
+            message_id, token, path or self.path, payload, code, _CON, self.query
+        )
         timeout_ms = self.ack_timeout_ms * _random_percent() // 100
         acked = False
         try:

@@ -80,8 +80,15 @@ class Env:
         assert resp.status_code == 201, resp.text
         return int(resp.json()["id"])
 
-    def send(self, device_id: str, points: list[tuple[float, float | None]], sensor="s1") -> None:
-        """Publish one batch: ``(unix seconds, value or None for a probe fault)``."""
+    def send(
+        self,
+        device_id: str,
+        points: list[tuple[float, float | None]],
+        sensor: str = "s1",
+        anomalies: list[float] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Publish one batch: ``(unix seconds, value or None for a probe fault)``, and edge
+        anomaly events at the given times."""
         t0 = int(min(t for t, _ in points))
         readings = [
             (
@@ -93,7 +100,8 @@ class Env:
             )
             for t, v in points
         ]
-        payload = p.encode_batch(device_id, next(_seq), "boot1", t0, readings)
+        events = [(sensor, round((t - t0) * 1000), p.EV_ANOMALY, 30.0, 9.0) for t in anomalies]
+        payload = p.encode_batch(device_id, next(_seq), "boot1", t0, readings, events)
         self.mqtt.publish_all([(p.topic(device_id, p.T_READINGS), payload)])
 
     def alerts(self, client: httpx.Client | None = None, **query: Any) -> list[dict[str, Any]]:
@@ -206,12 +214,13 @@ def test_a_receiver_answering_500_is_retried_until_it_accepts(env: Env) -> None:
 def test_each_rule_kind_fires_and_resolves_on_ingested_data(env: Env) -> None:
     home = env.home()
     now = time.time()
-    rate, anomaly, fault = env.device(home), env.device(home), env.device(home)
+    rate, anomaly, fault, edge = (env.device(home) for _ in range(4))
     env.rule("rate", {"rise_c_per_h": 6, "window_s": 300, "flap_window_s": 0}, device_id=rate)
     env.rule(
         "anomaly", {"source": "server", "clear_after_s": 60, "flap_window_s": 0}, device_id=anomaly
     )
     env.rule("probe_fault", {"for_s": 30, "flap_window_s": 0}, device_id=fault)
+    env.rule("anomaly", {"source": "edge", "clear_after_s": 30, "flap_window_s": 0}, device_id=edge)
     time.sleep(0.5)  # rule caches
     start = now - 2400
     # A freezer door left open for 15 minutes: 12 °C/h, then steady again.
@@ -225,15 +234,19 @@ def test_each_rule_kind_fires_and_resolves_on_ingested_data(env: Env) -> None:
     env.send(anomaly, cycle[:100])
     env.send(anomaly, cycle[100:])
     env.send(fault, [(start + t, 4.0 if not 100 <= t < 400 else None) for t in range(0, 600, 10)])
-    for device, words in ((rate, "rising"), (anomaly, "unusual"), (fault, "only faults")):
+    # The board's own EWMA detector reported one anomaly; its readings are ordinary after it.
+    env.send(edge, [(start + t, 4.0) for t in range(0, 120, 10)], anomalies=[start + 20])
+    checks = ((rate, "rate"), (anomaly, "anomaly"), (fault, "probe_fault"), (edge, "anomaly"))
+    for device, kind in checks:
         try:
             alert = wait_alert(env, device, "resolved")
         except TimeoutError:
-            raise AssertionError(f"{words}: {env.alerts(device_id=device)}") from None
+            raise AssertionError(f"{kind}: {env.alerts(device_id=device)}") from None
         assert alert["fired_at"] is not None
         firing = env.admin.get(f"/api/v1/alerts/{alert['id']}/history").json()
         assert "firing" in [h["to_state"] for h in firing]
-        assert words in alert["message"] or alert["message"].startswith("Resolved")
+        assert alert["kind"] == kind
+        assert alert["message"].startswith("Resolved: ")
 
 
 def test_stale_rule_fires_when_a_board_stops_and_clears_when_it_returns(env: Env) -> None:

@@ -15,7 +15,12 @@ import psycopg
 from collector import metrics
 from collector.config import Settings
 from collector.ingest.registry import DeviceRegistry
-from collector.ingest.validate import Limits, check_reading
+from collector.ingest.validate import (
+    EARLIEST_PLAUSIBLE_MS,
+    SENTINELS_C,
+    Limits,
+    check_reading,
+)
 from collector.ingest.work import Outcome, Reject, Work
 from collector.ingest.writer import GroupCommitWriter
 from shared.decode import BatchError, Reading, decode_object, parse_payload
@@ -100,11 +105,26 @@ class IngestPipeline:
             )
         now_ms = int(time.time() * 1000)
         rows = work.rows
+        append = rows.append
         limits = self.limits
+        # The window and range in which a reading needs no closer look (check_reading decides
+        # everything else); inlined because this loop runs for every reading ingested.
+        earliest = max(now_ms - limits.max_age_ms, EARLIEST_PLAUSIBLE_MS)
+        latest = now_ms + limits.max_future_skew_ms
+        low, high = limits.min_valid_c, limits.max_valid_c
         for i, reading in enumerate(batch.readings):
+            sensor_id, t, value, quality, _ = reading
+            if (
+                earliest <= t <= latest
+                and value is not None
+                and low <= value <= high
+                and value not in SENTINELS_C
+            ):
+                append((device, sensor_id, t, value, quality, None))
+                continue
             row, reason = check_reading(device, reading, now_ms, limits)
             if row is not None:
-                rows.append(row)
+                append(row)
                 if row[5] is not None:
                     metrics.PROBE_FAULTS.labels(row[5]).inc()
             else:

@@ -15,8 +15,9 @@ from shared.decode import Reading
 _ONE_WIRE_TEMPERATURE_FAMILIES = ("10-", "22-", "28-", "3b-", "42-")
 _POWER_ON_C = 85.0
 _DISCONNECTED_C = -127.0
+SENTINELS_C = frozenset((_POWER_ON_C, _DISCONNECTED_C))
 # Any time before this is a board that never learnt the time (1970 or 2000 epochs).
-_EARLIEST_PLAUSIBLE_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+EARLIEST_PLAUSIBLE_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ def check_reading(
     t = r.time_ms
     if t > now_ms + limits.max_future_skew_ms:
         return None, "clock_future"
-    if t < _EARLIEST_PLAUSIBLE_MS:
+    if t < EARLIEST_PLAUSIBLE_MS:
         return None, "clock_unset"
     if t < now_ms - limits.max_age_ms:
         return None, "clock_too_old"

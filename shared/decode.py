@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import orjson
+
 from shared import protocol as p
 
 _FAULTS = frozenset(p.FAULT_REASONS)
@@ -147,6 +149,12 @@ def parse_payload(payload: bytes, *, max_bytes: int = p.MAX_PAYLOAD_BYTES) -> An
     """JSON text to Python objects, refusing oversize or undecodable payloads."""
     if len(payload) > max_bytes:
         raise BatchError("oversize", f"{len(payload)} bytes > {max_bytes}")
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson is strict JSON. The standard library also reads NaN and Infinity, which some
+    # senders write: parsed, they become per-record rejects instead of sinking the batch.
     try:
         return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     notify_backoff_base_s: float = 2.0
     notify_backoff_max_s: float = 600.0
     homeassistant_sync_interval_s: float = 30.0
+    # Homeowners' targets must resolve to public addresses (no reaching into the collector's
+    # network); set for installations that run on the same network as their users' brokers.
+    notify_allow_private_targets: bool = False
 
     # Storage (TimescaleDB).
     chunk_interval_days: int = 1

@@ -278,7 +278,7 @@ class Lifecycle:
             # If the "resolved" message never went out, people still see it as firing.
             alert.notified = alert.notified and cancelled > 0
             alert.flap_count += 1
-            to_state = "firing" if state == "firing" and alert.fired_ms is not None else state
+            to_state = state
             cur.execute(
                 "UPDATE alerts SET state = %s, resolved_at = NULL, flap_count = %s, "
                 "notified = %s, updated_at = now() WHERE id = %s",

@@ -9,6 +9,7 @@ sees a change that rolled back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -63,7 +64,8 @@ class AlertStream:
         with self._lock:
             subscribers = list(self._subscribers)
         for sub in subscribers:  # ends every open stream
-            sub.loop.call_soon_threadsafe(sub.offer, None)  # type: ignore[arg-type]
+            with contextlib.suppress(RuntimeError):  # its event loop may be gone already
+                sub.loop.call_soon_threadsafe(sub.offer, None)  # type: ignore[arg-type]
 
     def subscribe(self, accepts: EventFilter) -> Subscriber:
         sub = Subscriber(asyncio.get_running_loop(), accepts)

@@ -30,6 +30,7 @@ from collector.api.deps import CurrentUser, DbConn, RowId
 from collector.auth.principal import Principal, Role
 from collector.notify.base import KINDS as NOTIFIER_KINDS
 from collector.notify.base import validate_config
+from collector.notify.destinations import is_public, target_host
 
 router = APIRouter(tags=["alerts"])
 
@@ -208,9 +209,10 @@ async def alert_stream(
             return False
         return home_id is None or event.get("home_id") == home_id
 
-    subscriber = stream.subscribe(accepts)
-
     async def events() -> AsyncIterator[str]:
+        # Subscribed here, not before the response: a client gone before the first byte leaves
+        # nothing behind.
+        subscriber = stream.subscribe(accepts)
         try:
             yield "retry: 2000\n\n"
             while True:
@@ -619,6 +621,16 @@ def _config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
         raise HTTPException(status_code=422, detail=f"config: {exc}") from None
 
 
+def _check_destination(request: Request, who: Principal, body: TargetIn) -> None:
+    settings = request.app.state.settings
+    if who.role is Role.admin or settings.notify_allow_private_targets:
+        return
+    if not is_public(target_host(body.kind, body.config)):
+        raise HTTPException(
+            status_code=422, detail="config: the target must be reachable at a public address"
+        )
+
+
 def _save_target(db: Connection, body: TargetIn, target_id: int | None) -> int:
     values = body.model_dump()
     values["config"] = json.dumps(_config(body.kind, body.config))
@@ -648,12 +660,13 @@ def _save_target(db: Connection, body: TargetIn, target_id: int | None) -> int:
     response_model=TargetOut,
     status_code=201,
     summary="Add a notification target",
-    description="Homeowners add targets for their own homes; targets without a home receive "
-    "every home's alerts and are for admins.",
+    description="Homeowners add targets for their own homes, at public addresses only; targets "
+    "without a home receive every home's alerts and are for admins.",
 )
-def create_target(body: TargetIn, db: DbConn, who: CurrentUser) -> TargetOut:
+def create_target(request: Request, body: TargetIn, db: DbConn, who: CurrentUser) -> TargetOut:
     if not _may_edit_home(who, body.home_id):
         raise HTTPException(status_code=403, detail="forbidden")
+    _check_destination(request, who, body)
     return _target_out(_target(db, who, _save_target(db, body, None)))
 
 
@@ -662,13 +675,16 @@ def create_target(body: TargetIn, db: DbConn, who: CurrentUser) -> TargetOut:
     response_model=TargetOut,
     summary="Replace a notification target",
 )
-def replace_target(target_id: RowId, body: TargetIn, db: DbConn, who: CurrentUser) -> TargetOut:
+def replace_target(
+    request: Request, target_id: RowId, body: TargetIn, db: DbConn, who: CurrentUser
+) -> TargetOut:
     current = _target(db, who, target_id)
     if not _may_edit_home(who, current["home_id"]) or body.home_id != current["home_id"]:
         raise HTTPException(status_code=403, detail="forbidden")
     # Secrets come back masked from GET; a masked value sent back means "unchanged".
     stored = current["config"] or {}
     body.config = {k: stored.get(k) if v == "********" else v for k, v in body.config.items()}
+    _check_destination(request, who, body)
     return _target_out(_target(db, who, _save_target(db, body, target_id)))
 
 

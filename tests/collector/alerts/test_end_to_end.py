@@ -451,7 +451,19 @@ def test_homeowner_a_never_sees_or_receives_home_b_alerts(env: Env) -> None:
                 "config": {"url": hook_a.url},
             },
         )
-        assert resp.status_code == 201, resp.text
+        # The receiver listens on loopback: a homeowner may not point the collector there.
+        assert resp.status_code == 422 and "public address" in resp.text
+        refused = owner_a.post(
+            "/api/v1/notify-targets",
+            json={
+                "name": "x",
+                "kind": "webhook",
+                "home_id": home_b,
+                "config": {"url": "https://example.org/hook"},
+            },
+        )
+        assert refused.status_code == 403
+        env.target("webhook", home_a, {"url": hook_a.url})
         env.rule("threshold", {"above_c": 8, "for_s": 0}, device_id=dev_b)
         time.sleep(0.5)
         env.send(dev_b, [(time.time() - 1, 12.0)])

@@ -171,3 +171,16 @@ def test_replay_backtests_rules_from_a_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["replay", "--rules", str(bad), str(data)])
     assert result.exit_code != 0
     assert "above_c or below_c" in result.output
+
+
+def test_only_public_addresses_count_as_public_destinations() -> None:
+    from collector.notify.destinations import is_public, target_host
+
+    assert target_host("webhook", {"url": "https://hooks.example.org:8443/x"}) == (
+        "hooks.example.org"
+    )
+    assert target_host("smtp", {"host": "mail.example.org"}) == "mail.example.org"
+    for private in ("127.0.0.1", "10.1.2.3", "192.168.1.10", "169.254.169.254", "::1", None):
+        assert not is_public(private), private
+    assert is_public("8.8.8.8")
+    assert not is_public("no-such-host.invalid")

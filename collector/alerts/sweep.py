@@ -155,18 +155,28 @@ class Sweeper:
         states = ensure_states(cur, keys)
         open_alerts = lifecycle.load_open(cur, keys)
         conn = cur.connection
+        conditions: dict[Key, tuple[bool, float, float]] = {}
         for key in keys:
             rule, home, last_seen, offline_since = watched[key]
-            state = states.get(key, ({}, 0))[0]
-            allowed = allowed_silence_s(rule, state)
+            allowed = allowed_silence_s(rule, states.get(key, ({}, 0))[0])
             last_ms = lifecycle.ms_of(last_seen)
             silent_s = (now_ms - last_ms) / 1000.0 if last_ms is not None else float("inf")
             said_offline = offline_since is not None and (
                 last_seen is None or offline_since >= last_seen
             )
-            condition = silent_s > allowed or said_offline
+            conditions[key] = (silent_s > allowed or said_offline, silent_s, allowed)
+        # A device that is offline explains why its sensors are quiet: one alert, not one per
+        # sensor.
+        offline_devices = {
+            k[1] for k, c in conditions.items() if c[0] and watched[k][0].kind is Kind.offline
+        }
+        for key in keys:
+            rule, home = watched[key][0], watched[key][1]
+            condition, silent_s, allowed = conditions[key]
             alert = open_alerts.get(key)
             if condition and alert is None:
+                if rule.kind is Kind.stale and key[1] in offline_devices:
+                    continue
                 shown = silent_s if silent_s != float("inf") else 0.0
                 tr = Transition(now_ms, "fire", None, shown, allowed)
             elif not condition and alert is not None:

@@ -178,3 +178,23 @@ def test_two_instances_evaluating_the_same_sensor_raise_one_alert(
     rows = alerts(db)
     assert len(rows) == 1
     assert rows[0]["state"] == "firing"
+
+
+def test_an_offline_device_raises_one_alert_not_one_per_quiet_sensor(
+    db: psycopg.Connection, alerts_database_url: str
+) -> None:
+    db.execute("INSERT INTO devices (device_id, last_seen) VALUES ('d1', now())")
+    db.execute(
+        "INSERT INTO sensors (device_id, sensor_id, last_seen) "
+        "VALUES ('d1', 's1', now()), ('d1', 's2', now())"
+    )
+    add_rule(db, "stale", {"expected_interval_s": 60})
+    add_rule(db, "offline", {"expected_interval_s": 60})
+    sweeper = Sweeper(alerts_database_url)
+    now = int(time.time() * 1000)
+    assert sweeper.sweep(db, now_ms=now) == 0
+    later = now + 600_000  # ten minutes of silence
+    assert sweeper.sweep(db, now_ms=later) == 1
+    (alert,) = alerts(db)
+    assert (alert["kind"], alert["sensor_id"]) == ("offline", "")
+    assert alert["message"] == "d1 is offline: nothing heard for 10 min"

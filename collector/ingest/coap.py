@@ -11,6 +11,7 @@ import logging
 import aiocoap
 import aiocoap.resource as resource
 from aiocoap.numbers.contentformat import ContentFormat
+from aiocoap.pipe import Pipe
 
 from collector.ingest.pipeline import CBOR, JSON, IngestPipeline, Overloaded
 from shared import protocol as p
@@ -27,6 +28,14 @@ class ReadingsResource(resource.Resource, resource.PathCapable):
     def __init__(self, pipeline: IngestPipeline) -> None:
         super().__init__()
         self.pipeline = pipeline
+
+    async def render_to_pipe(self, pipe: Pipe) -> None:
+        try:
+            await super().render_to_pipe(pipe)
+        except ValueError:
+            # aiocoap's block-wise assembly raises this when the blocks of two uploads to the
+            # same path interleave; 4.08 tells the sender to start its upload again.
+            pipe.add_response(aiocoap.Message(code=aiocoap.REQUEST_ENTITY_INCOMPLETE), is_last=True)
 
     async def _identity(self, request: aiocoap.Message, path_device: str) -> str | aiocoap.Message:
         """The device the request's token (``?t=<token>``) belongs to, or an error response.

@@ -248,3 +248,28 @@ def test_http_ingest_answers_with_the_ack_after_commit(
     assert httpx.post(collector.url + "/api/v1/ingest", content=b"[]").status_code == 400
     too_big = httpx.post(collector.url + "/api/v1/ingest", content=b" " * (p.MAX_PAYLOAD_BYTES + 1))
     assert too_big.status_code == 413
+
+
+def test_coap_interleaved_block_wise_upload_is_answered_4_08_not_a_server_error(
+    collector: CollectorProcess,
+) -> None:
+    from aiocoap.optiontypes import BlockOption
+
+    uri = f"coap://127.0.0.1:{collector.coap_port}/tw/v1/blk/readings"
+
+    async def run() -> aiocoap.Message:
+        ctx = await aiocoap.Context.create_client_context()
+        try:
+            first = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=b"x" * 1024)
+            first.opt.block1 = BlockOption.BlockwiseTuple(0, True, 6)
+            response = await ctx.request(first, handle_blockwise=False).response
+            assert response.code == aiocoap.CONTINUE
+            # Block 2 without block 1: a gap, as when two uploads interleave.
+            gap = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=b"y" * 1024)
+            gap.opt.block1 = BlockOption.BlockwiseTuple(2, False, 6)
+            return await ctx.request(gap, handle_blockwise=False).response
+        finally:
+            await ctx.shutdown()
+
+    assert asyncio.run(run()).code == aiocoap.REQUEST_ENTITY_INCOMPLETE
+    assert httpx.get(collector.url + "/healthz").status_code == 200

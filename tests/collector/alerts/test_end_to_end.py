@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -490,3 +491,47 @@ def test_homeowner_a_never_sees_or_receives_home_b_alerts(env: Env) -> None:
         stream_a.close()
         hook_a.close()
         owner_a.close()
+
+
+def test_backtest_over_stored_history_lists_the_alerts_a_rule_would_raise(env: Env) -> None:
+    home = env.home()
+    device = env.device(home)
+    start = time.time() - 1800
+    env.send(device, [(start + t, 12.0 if 300 <= t < 900 else 4.0) for t in range(0, 1500, 10)])
+    wait_for(
+        lambda: env.admin.get(f"/api/v1/devices/{device}/latest").json()[0]["value"] == 4.0,
+        10,
+        what="the readings to be stored",
+    )
+    body = {
+        "rule": {"name": "warm", "kind": "threshold", "params": {"above_c": 8, "for_s": 120}},
+        "device_id": device,
+        "sensor_id": "s1",
+        "start": datetime.fromtimestamp(start - 60, UTC).isoformat(),
+    }
+    resp = env.admin.post("/api/v1/alert-rules/backtest", json=body)
+    assert resp.status_code == 200, resp.text
+    result = resp.json()
+    assert result["readings"] == 150
+    (alert,) = result["alerts"]
+    assert alert["message"] == "Freezer in Garage is 12 °C, above 8 °C for 2 min"
+    assert alert["fired_ms"] - alert["started_ms"] == 120_000
+    assert alert["resolved_ms"] is not None
+    assert env.alerts(device_id=device) == []  # a backtest raises nothing for real
+
+
+def test_rules_can_be_changed_disabled_and_deleted(env: Env) -> None:
+    device = env.device(env.home())
+    rule_id = env.rule("threshold", {"above_c": 8}, device_id=device)
+    resp = env.admin.patch(
+        f"/api/v1/alert-rules/{rule_id}",
+        json={"params": {"above_c": 9, "for_s": 30}, "severity": "critical", "enabled": False},
+    )
+    assert resp.status_code == 200, resp.text
+    rule = resp.json()
+    assert rule["params"]["above_c"] == 9 and rule["params"]["hysteresis_c"] == 0.5
+    assert (rule["severity"], rule["enabled"]) == ("critical", False)
+    bad = env.admin.patch(f"/api/v1/alert-rules/{rule_id}", json={"params": {"for_s": 1}})
+    assert bad.status_code == 422
+    assert env.admin.delete(f"/api/v1/alert-rules/{rule_id}").status_code == 204
+    assert env.admin.get(f"/api/v1/alert-rules/{rule_id}").status_code == 404

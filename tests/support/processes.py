@@ -100,9 +100,11 @@ class CollectorProcess(ManagedProcess):
         )
 
 
-def create_admin_key(env: dict[str, str], username: str | None = None) -> str:
+def create_admin_key(
+    env: dict[str, str], username: str | None = None, password: str | None = None
+) -> str:
     """Create an admin through ``thermowatch collector create-admin`` and return its API key."""
-    password = secrets.token_urlsafe(16)
+    password = password or secrets.token_urlsafe(16)
     out = subprocess.run(
         thermowatch_command(
             "collector",

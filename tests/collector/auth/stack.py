@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.broker import MosquittoBroker
 from tests.support.database import create_database, drop_database
-from tests.support.processes import REPO, CollectorProcess, start_collector
+from tests.support.processes import CollectorProcess, create_admin_key, start_collector
 
 COLLECTOR_USER = "tw-collector"
 
@@ -85,29 +83,6 @@ class Stack:
         return bundle
 
 
-def _create_admin(env: dict[str, str], password: str) -> str:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "thermowatch.cli",
-            "collector",
-            "create-admin",
-            "--username",
-            "root-admin",
-            "--api-key",
-            "tests",
-        ],
-        input=f"{password}\n{password}\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=True,
-    ).stdout
-    return out.strip().rsplit(" ", 1)[-1]
-
-
 @contextmanager
 def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +111,7 @@ def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
     config.update(settings)
     collector = start_collector(database_url, broker.port, auto_register=False, **config)
     admin_password = secrets.token_urlsafe(16)
-    admin_key = _create_admin(collector.env, admin_password)
+    admin_key = create_admin_key(collector.env, username="root-admin", password=admin_password)
     stack = Stack(
         database_url,
         broker,

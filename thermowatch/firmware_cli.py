@@ -129,6 +129,16 @@ def build_bundle(board_name: str, out_dir: Path) -> Path:
             if proc.returncode != 0:
                 raise FirmwareError(f"mpy-cross failed on {item.source}:\n{proc.stderr}")
         else:
+            # Kept as source (the board runs it by name), but it must compile all the same.
+            with tempfile.TemporaryDirectory() as scratch:
+                check = subprocess.run(
+                    [mpy_cross, "-o", str(Path(scratch) / "check.mpy"), str(item.source)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+            if check.returncode != 0:
+                raise FirmwareError(f"mpy-cross failed on {item.source}:\n{check.stderr}")
             shutil.copyfile(item.source, dest)
         manifest.append(
             {

@@ -35,6 +35,7 @@ bench: setup
 	$(PY) bench/edge.py
 	$(PY) bench/firmware.py
 	$(PY) bench/alerts.py
+	$(PY) bench/query.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

@@ -199,6 +199,10 @@ class AlertEngine:
         """Evaluate committed work; returns the number of alert changes. Public for tests,
         which pass a fixed ``now_ms``."""
         now_ms = int(self._clock() * 1000) if now_ms is None else now_ms
+        conn = self._connection()
+        catalog = self.catalog
+        if not catalog.rules(conn):  # nothing to evaluate: skip the per-reading work entirely
+            return 0
         samples: dict[tuple[str, str], list[Sample]] = defaultdict(list)
         for work in works:
             for row in work.rows:
@@ -210,10 +214,6 @@ class AlertEngine:
                         Sample(ev.time_ms, ev.value, None, ev.kind)
                     )
         if not samples:
-            return 0
-        conn = self._connection()
-        catalog = self.catalog
-        if not catalog.rules(conn):
             return 0
         infos = catalog.devices(conn, {d for d, _ in samples})
         reading_work: dict[Key, tuple[Rule, list[Sample]]] = {}

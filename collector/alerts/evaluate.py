@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from collector.alerts.forecast import ResidualAnomalyDetector
 from collector.alerts.rules import AnomalySource, Kind, Rule
@@ -21,9 +21,10 @@ from shared.protocol import EV_ANOMALY, EV_THRESHOLD_CLEAR, EV_THRESHOLD_HIGH, E
 TransitionKind = Literal["pending", "cancel", "fire", "clear"]
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """A stored reading (value None for a probe fault) or an edge detector event."""
+class Sample(NamedTuple):
+    """A stored reading (value None for a probe fault) or an edge detector event.
+
+    A named tuple, not a dataclass: one is made for every committed reading."""
 
     t_ms: int
     value: float | None

@@ -379,6 +379,13 @@ def test_home_assistant_discovery_is_published_in_its_documented_format(env: Env
             20,
             what="the alert's binary_sensor config",
         )
+        # The discovery config may go out before the reading is committed; its state follows
+        # at the next sync.
+        wait_for(
+            lambda: any(m.payload == b"12.00" for m in watcher.messages if "/s1/" in m.topic),
+            20,
+            what="the temperature state",
+        )
         msgs = {m.topic: m for m in watcher.messages}
     finally:
         watcher.close()

@@ -105,6 +105,8 @@ class Board:
         self.sent = 0
         self.acked = 0
         self.resends = 0
+        self.push_errors = 0  # values of pushed configs that were refused (see pushed.py)
+        self.push_writes = 0  # times pushed.json was written
 
     def attach(self, transport):
         """Give the board its transport (``None``: offline, everything stays on flash)."""
@@ -233,6 +235,19 @@ class Board:
         self.inflight = 0
         self.seq += 1
 
+    def take_pushed(self, link):
+        """Apply the config the collector pushed; its code is loaded only for this."""
+        import gc
+
+        payload = link.pushed
+        link.pushed = None
+        gc.collect()  # room for the module and the parsed message
+        from sensorboard import pushed
+
+        pushed.take(self, self.root, payload)
+        del pushed
+        forget("sensorboard.pushed")
+
     def deliver(self, now):
         """Connect when due, take acks, send the next batch; never blocks for long."""
         link = self.transport
@@ -243,6 +258,8 @@ class Board:
         self.feed()
         link.poll()
         self._take_ack(link)
+        if link.pushed is not None:
+            self.take_pushed(link)
         if self.inflight:
             if time.ticks_diff(now, self.inflight_at) < self.ack_timeout_ms:
                 return
@@ -340,7 +357,18 @@ def start(root):
     if problems:
         return None
     gc.collect()
-    return _build(cfg, root)
+    board = _build(cfg, root)
+    try:
+        os.stat(root + "/pushed.json" if root else "pushed.json")
+    except OSError:
+        return board  # nothing was ever pushed: spare the heap the module
+    gc.collect()
+    from sensorboard import pushed
+
+    pushed.load(board, root)  # the collector's last pushed config wins over config.json
+    del pushed
+    forget("sensorboard.pushed")
+    return board
 
 
 def main(root=None):

@@ -10,12 +10,15 @@ class Transport:
     """Implementations have ``connect()``, ``send(seq, payload)``, ``poll()`` and ``close()``:
     send a batch, then learn from ``poll()`` (or the send itself) when the collector
     acknowledged it. ``last_ack`` is ``(seq, stored, duplicates, rejected)`` of the newest ack for
-    this boot, and only a committed batch is ever acknowledged."""
+    this boot, and only a committed batch is ever acknowledged. ``pushed`` holds the newest config
+    message from the collector until the board takes it (MQTT only; CoAP boards get their config
+    when they are flashed)."""
 
     def __init__(self, boot_id):
         self.boot_id = boot_id
         self.connected = False
         self.last_ack = None
+        self.pushed = None
         self.errors = 0
         self.last_error = ""
 

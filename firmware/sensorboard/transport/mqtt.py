@@ -1,5 +1,6 @@
 """MQTT through micropython-lib's ``umqtt.simple``: QoS 1 batches on ``tw/v1/<dev>/readings``,
-acknowledgements from the collector on ``tw/v1/<dev>/ack``, a retained status with a last will.
+acknowledgements from the collector on ``tw/v1/<dev>/ack``, the collector's retained config on
+``tw/v1/<dev>/config`` (applied by ``sensorboard.pushed``), a retained status with a last will.
 
 The client id is the device id (a stable id keeps the broker session), and the session is kept
 (``clean_session=False``) so an ack published while the board was briefly away still arrives.
@@ -22,6 +23,8 @@ class MqttTransport(Transport):
         self.topic_readings = protocol.topic(device, protocol.T_READINGS)
         self.topic_ack = protocol.topic(device, protocol.T_ACK)
         self.topic_ack_bytes = self.topic_ack.encode()  # umqtt hands topics over as bytes
+        self.topic_config = protocol.topic(device, protocol.T_CONFIG)
+        self.topic_config_bytes = self.topic_config.encode()
         self.topic_status = protocol.topic(device, protocol.T_STATUS)
         self.client = None  # the connected client, None while offline
         # One client for the board's life: umqtt opens a new socket on each connect().
@@ -48,6 +51,8 @@ class MqttTransport(Transport):
             client.connect(clean_session=False)
             client.sock.settimeout(self.timeout_s)
             client.subscribe(self.topic_ack, qos=1)
+            # The broker sends the retained config after every subscribe, i.e. at each connect.
+            client.subscribe(self.topic_config, qos=1)
             client.publish(
                 self.topic_status,
                 protocol.encode_status("online", self.boot_id, VERSION),
@@ -66,6 +71,8 @@ class MqttTransport(Transport):
     def _on_message(self, topic, msg):
         if topic == self.topic_ack_bytes:
             self.handle_ack(msg)
+        elif topic == self.topic_config_bytes:
+            self.pushed = msg
 
     def send(self, seq, payload):
         if self.client is None:

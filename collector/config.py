@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -72,6 +73,12 @@ class Settings(BaseSettings):
     broker_pid_file: str | None = None
     broker_reload_command: str | None = None
     broker_sync_interval_s: float = 30.0
+    # "files" writes the two files above; "dynsec" drives Mosquitto's dynamic-security plugin
+    # over MQTT as its admin account, so the broker also refuses forbidden SUBSCRIBEs.
+    broker_backend: Literal["files", "dynsec"] = "files"
+    broker_admin_username: str | None = None
+    broker_admin_password: SecretStr | None = None
+    broker_command_timeout_s: float = 5.0
 
     # Endpoints written into provisioning bundles (defaults: the listening addresses).
     public_mqtt_host: str | None = None

@@ -12,7 +12,7 @@ import uvicorn
 from collector.alerts.runtime import AlertServices
 from collector.api.app import create_app
 from collector.auth.tokens import signing_key
-from collector.broker.sync import BrokerSync
+from collector.broker.backend import make_backend
 from collector.config import Settings
 from collector.db import migrate
 from collector.db.connection import make_engine
@@ -44,11 +44,10 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
     registry.open()
     pipeline = IngestPipeline(settings, writer, registry)
     engine = make_engine(settings.database_url)
-    broker_sync = None
-    if settings.broker_password_file and settings.broker_acl_file:
-        # Before MQTT connects: the collector's own broker account comes from these files too.
-        broker_sync = BrokerSync(settings, engine)
-        broker_sync.sync_quietly()
+    broker_sync = make_backend(settings, engine)
+    if broker_sync is not None:
+        # Before MQTT connects: the collector's own broker account comes from the sync too.
+        broker_sync.full_sync()
         broker_sync.start()
     mqtt = MqttIngest(settings, pipeline) if settings.mqtt_enabled else None
     alerting = AlertServices(settings) if settings.alerts_enabled else None

@@ -16,6 +16,7 @@ from collector.api.schemas import (
     TokenEndpoint,
 )
 from collector.auth.credentials import DeviceSecrets
+from collector.broker.backend import BrokerBackend
 from collector.config import Settings
 from shared import protocol as p
 
@@ -47,15 +48,24 @@ def bundle(
     )
 
 
-def credentials_changed(request: Request, device_id: str) -> None:
-    """After commit: forget cached answers and bring the broker in line, right away."""
+def credentials_changed(
+    request: Request, device_id: str, *, mqtt_password: str | None, created: bool = False
+) -> None:
+    """After commit: forget cached answers and bring the broker in line, right away.
+    ``mqtt_password`` is the new clear-text password, or None when the device was revoked."""
     state = request.app.state
     registry = getattr(state, "registry", None)
     if registry is not None:
         registry.forget(device_id)
-    sync = getattr(state, "broker_sync", None)
-    if sync is not None:
-        sync.sync_quietly()
+    broker: BrokerBackend | None = getattr(state, "broker_sync", None)
+    if broker is None:
+        return
+    if mqtt_password is None:
+        broker.device_revoked(device_id)
+    elif created:
+        broker.device_created(device_id, mqtt_password)
+    else:
+        broker.device_rotated(device_id, mqtt_password)
 
 
 def config_payload(config: DeviceConfig | None) -> bytes:

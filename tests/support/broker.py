@@ -5,6 +5,7 @@ Tests own it: they can stop, kill and restart it, and give it password and ACL f
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ class MosquittoBroker:
         password_file: Path | None = None,
         acl_file: Path | None = None,
         extra_config: str = "",
+        dynsec_config: Path | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -36,6 +38,7 @@ class MosquittoBroker:
         self.password_file = password_file
         self.acl_file = acl_file
         self.extra_config = extra_config
+        self.dynsec_config = dynsec_config
         self.config_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,6 +64,9 @@ class MosquittoBroker:
             lines.append(f"password_file {self.password_file}")
         if self.acl_file:
             lines.append(f"acl_file {self.acl_file}")
+        if self.dynsec_config:
+            lines.append(f"plugin {dynsec_plugin()}")
+            lines.append(f"plugin_opt_config_file {self.dynsec_config}")
         self.config_path.write_text("\n".join(lines) + "\n" + self.extra_config)
 
     def start(self) -> MosquittoBroker:
@@ -116,3 +122,28 @@ def add_password(password_file: Path, username: str, password: str) -> None:
     if not password_file.exists():
         args.insert(1, "-c")
     subprocess.run(args, check=True, capture_output=True, env={**os.environ})
+
+
+def dynsec_plugin() -> str:
+    """Where the distribution installed Mosquitto's dynamic-security plugin."""
+    try:
+        listed = subprocess.run(
+            ["dpkg", "-L", "mosquitto"], capture_output=True, text=True, check=False
+        ).stdout.split()
+    except FileNotFoundError:
+        listed = []
+    found = [f for f in listed if f.endswith("/mosquitto_dynamic_security.so")]
+    found += glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")
+    found += glob.glob("/usr/lib/mosquitto_dynamic_security.so")
+    if not found:
+        raise RuntimeError("Mosquitto's dynamic-security plugin is not installed")
+    return found[0]
+
+
+def init_dynsec(config_file: Path, admin_username: str, admin_password: str) -> None:
+    """A new plugin state file holding only the admin account (``mosquitto_ctrl dynsec init``)."""
+    subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(config_file), admin_username, admin_password],
+        check=True,
+        capture_output=True,
+    )

@@ -112,7 +112,7 @@ def create_device(
     body: DeviceCreate, db: DbConn, who: CurrentUser, request: Request
 ) -> ProvisioningBundle:
     settings = request.app.state.settings
-    if body.device_id == settings.mqtt_username:
+    if body.device_id in (settings.mqtt_username, settings.broker_admin_username):
         raise HTTPException(status_code=409, detail="device id taken")
     _check_home(db, body.home_id)
     secrets = new_device_secrets()
@@ -156,7 +156,9 @@ def create_device(
         )
     audit.record(db, who, "device.create", body.device_id, home_id=body.home_id)
     db.commit()
-    provisioning.credentials_changed(request, body.device_id)
+    provisioning.credentials_changed(
+        request, body.device_id, mqtt_password=secrets.mqtt_password, created=True
+    )
     provisioning.push_config(request, body.device_id, body.config)
     return provisioning.bundle(
         settings, body.device_id, secrets, _sensors(db, body.device_id), body.config
@@ -214,7 +216,7 @@ def rotate_credentials(
     )
     audit.record(db, who, "device.rotate", device_id)
     db.commit()
-    provisioning.credentials_changed(request, device_id)
+    provisioning.credentials_changed(request, device_id, mqtt_password=secrets.mqtt_password)
     return provisioning.bundle(
         request.app.state.settings,
         device_id,
@@ -245,7 +247,7 @@ def decommission(
     )
     audit.record(db, who, "device.decommission", device_id)
     db.commit()
-    provisioning.credentials_changed(request, device_id)
+    provisioning.credentials_changed(request, device_id, mqtt_password=None)
     provisioning.push_config(request, device_id, None)
     return _device(db, device_id)
 

@@ -57,6 +57,8 @@ def dynsec_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         broker_admin_password=admin_password,
         public_mqtt_host="127.0.0.1",
         public_mqtt_port=broker.port,
+        # The tests run full syncs themselves; a periodic one in between would race them.
+        broker_sync_interval_s=3600,
     )
     api_password = secrets.token_urlsafe(16)
     admin_key = create_admin_key(collector.env, username="root-admin", password=api_password)
@@ -343,3 +345,11 @@ def test_commands_fail_cleanly_when_the_broker_is_unreachable() -> None:
             control.run([{"command": "listClients"}])
     finally:
         control.close()
+
+
+def test_every_broker_update_of_this_module_succeeded(dynsec_stack: Stack) -> None:
+    # Hooks log instead of failing the API call; a silent failure would show up only here.
+    log = dynsec_stack.collector.log()
+    assert "broker update for device" not in log
+    assert "broker sync failed" not in log
+    assert "refused the dynamic-security admin account" not in log

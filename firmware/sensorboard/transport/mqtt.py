@@ -23,8 +23,8 @@ class MqttTransport(Transport):
         self.topic_readings = protocol.topic(device, protocol.T_READINGS)
         self.topic_ack = protocol.topic(device, protocol.T_ACK)
         self.topic_ack_bytes = self.topic_ack.encode()  # umqtt hands topics over as bytes
-        self.topic_config = protocol.topic(device, protocol.T_CONFIG)
-        self.topic_config_bytes = self.topic_config.encode()
+        # Bytes only: what umqtt hands over, and one object less kept for the board's life.
+        self.topic_config = protocol.topic(device, protocol.T_CONFIG).encode()
         self.topic_status = protocol.topic(device, protocol.T_STATUS)
         self.client = None  # the connected client, None while offline
         # One client for the board's life: umqtt opens a new socket on each connect().
@@ -71,7 +71,7 @@ class MqttTransport(Transport):
     def _on_message(self, topic, msg):
         if topic == self.topic_ack_bytes:
             self.handle_ack(msg)
-        elif topic == self.topic_config_bytes:
+        elif topic == self.topic_config:
             self.pushed = msg
 
     def send(self, seq, payload):

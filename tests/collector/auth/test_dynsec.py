@@ -347,6 +347,24 @@ def test_commands_fail_cleanly_when_the_broker_is_unreachable() -> None:
         control.close()
 
 
+def test_the_plugin_state_survives_a_broker_restart_and_the_admin_reconnects(
+    dynsec_stack: Stack,
+) -> None:
+    before, password = _device(dynsec_stack, "dyn-before-restart")
+    before.close()
+    dynsec_stack.broker.restart()
+    again = _connect(dynsec_stack, "dyn-before-restart", password)
+    assert again.accepted
+    again.close()
+    # The collector's admin connection comes back by itself: provisioning works at once.
+    after, _ = _device(dynsec_stack, "dyn-after-restart")
+    assert after.accepted
+    after.client.subscribe([(topic("dyn-after-restart", "ack"), 1), ("#", 1)])
+    wait(lambda: len(after.suback) == 2, "SUBACK")
+    assert [code.value for code in after.suback] == [1, NOT_AUTHORIZED]
+    after.close()
+
+
 def test_every_broker_update_of_this_module_succeeded(dynsec_stack: Stack) -> None:
     # Hooks log instead of failing the API call; a silent failure would show up only here.
     log = dynsec_stack.collector.log()

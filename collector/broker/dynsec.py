@@ -223,12 +223,12 @@ class DynsecBackend:
 
     def _run(self, commands: list[dict[str, Any]], tolerate: tuple[str, ...] = ()) -> list[Any]:
         responses = self.control.run(commands)
-        for command, response in zip(commands, responses, strict=False):
+        if len(responses) != len(commands):
+            raise DynsecError(f"{len(commands)} commands but {len(responses)} responses")
+        for command, response in zip(commands, responses, strict=True):
             error = response.get("error")
             if error and error not in tolerate:
                 raise DynsecError(f"{command['command']}: {error}")
-        if len(responses) != len(commands):
-            raise DynsecError(f"{len(commands)} commands but {len(responses)} responses")
         return responses
 
     def _ensure_role(self, rolename: str, acls: list[Acl]) -> None:

@@ -197,6 +197,7 @@ def decode_object(obj: Any) -> DecodedBatch:
     append_reading, append_error = batch.readings.append, batch.errors.append
     known_ids = _KNOWN_IDS
     isfinite = math.isfinite
+    new_tuple = tuple.__new__
     for i, rec in enumerate(records):
         # Fast path for the common case, a valid temperature: the same checks as _reading,
         # inlined (this loop runs for every reading the collector ingests).
@@ -211,7 +212,10 @@ def decode_object(obj: Any) -> DecodedBatch:
                 and isfinite(value)
                 and (sensor_id in known_ids or _remember_id(sensor_id))
             ):
-                append_reading(Reading(sensor_id, t0_ms + dt, float(value), quality, None))
+                # tuple.__new__ skips the named tuple's Python-level constructor.
+                append_reading(
+                    new_tuple(Reading, (sensor_id, t0_ms + dt, float(value), quality, None))
+                )
                 continue
         result = _reading(rec, t0_ms)
         if type(result) is str:

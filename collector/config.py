@@ -45,9 +45,11 @@ class Settings(BaseSettings):
 
     # Group commit: a transaction holds up to this many readings, or whatever arrived within the
     # wait, whichever comes first.
-    ingest_batch_max_readings: int = 20_000
+    ingest_batch_max_readings: int = 50_000
     ingest_max_wait_ms: int = 50
     ingest_queue_max_readings: int = 500_000
+    # Connections committing groups in parallel (each group is still one transaction).
+    ingest_writer_threads: int = 2
     max_payload_bytes: int = protocol.MAX_PAYLOAD_BYTES
 
     # Validation.

@@ -31,6 +31,7 @@ def build_writer(settings: Settings) -> GroupCommitWriter:
         max_readings=settings.ingest_batch_max_readings,
         max_wait_s=settings.ingest_max_wait_ms / 1000,
         queue_max_readings=settings.ingest_queue_max_readings,
+        threads=settings.ingest_writer_threads,
     )
 
 

@@ -55,6 +55,7 @@ FROM (SELECT device_id, sensor_id, value, fault,
              timestamptz 'epoch' + t_ms * interval '1 millisecond' AS ts
       FROM staging_readings) r
 GROUP BY device_id, sensor_id
+ORDER BY device_id, sensor_id  -- one lock order for concurrent writers: no deadlocks
 ON CONFLICT (device_id, sensor_id) DO UPDATE SET
     last_seen = excluded.last_seen,
     last_value = CASE WHEN s.last_time IS NULL OR excluded.last_time > s.last_time
@@ -89,9 +90,10 @@ class GroupCommitWriter:
         self,
         database_url: str,
         *,
-        max_readings: int = 20_000,
+        max_readings: int = 50_000,
         max_wait_s: float = 0.05,
         queue_max_readings: int = 500_000,
+        threads: int = 2,
     ) -> None:
         self._url = database_url
         self._max_readings = max_readings
@@ -102,8 +104,13 @@ class GroupCommitWriter:
         self._pending = 0  # readings queued or being written
         self._room = threading.Condition()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self._conn: psycopg.Connection | None = None
+        # Each thread commits its own groups on its own connection, so PostgreSQL can work on
+        # one group while the next is being copied in.
+        self._threads = [
+            threading.Thread(target=self._run, name=f"group-commit-{i}", daemon=True)
+            for i in range(max(1, threads))
+        ]
+        self._local = threading.local()
         self._listeners: list[Callable[[list[Work]], None]] = []
         self.healthy = threading.Event()
 
@@ -144,16 +151,17 @@ class GroupCommitWriter:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop after committing what is queued (within the timeout)."""
         self._stop.set()
         with self._room:
             self._room.notify_all()
-        self._thread.join(timeout_s)
-        if self._conn is not None:
-            self._conn.close()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- the writer thread -----------------------------------------------------------------------
 
@@ -183,6 +191,7 @@ class GroupCommitWriter:
                 group.append(work)
                 count += len(work.rows)
             self._commit_until_done(group, count)
+        self._close()
 
     def _commit_until_done(self, group: list[Work], count: int) -> None:
         delay = 0.1
@@ -226,19 +235,21 @@ class GroupCommitWriter:
                     log.exception("acknowledging a batch failed")
 
     def _close(self) -> None:
-        if self._conn is not None:
+        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
             try:
-                self._conn.close()
+                conn.close()
             finally:
-                self._conn = None
+                self._local.conn = None
 
     def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
+        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
             conn = connect(self._url)
             conn.execute(_STAGING)
             conn.commit()
-            self._conn = conn
-        return self._conn
+            self._local.conn = conn
+        return conn
 
     def _commit(self, group: list[Work]) -> None:
         conn = self._connection()
@@ -288,7 +299,7 @@ class GroupCommitWriter:
         if not latest:
             return
         now = cur.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
-        ids = list(latest)
+        ids = sorted(latest)  # one lock order for concurrent writers
         cur.execute(
             _DEVICES,
             (ids, [now] * len(ids), [latest[d][0] for d in ids], [latest[d][1] for d in ids]),

@@ -121,25 +121,32 @@ def create_admin(
 
 @app.command("sync-broker")
 def sync_broker() -> None:
-    """Write Mosquitto's password and ACL files from the database, then exit (run it before the
-    broker starts, e.g. as an init container; `serve` keeps them in sync afterwards)."""
+    """Make the broker's accounts and ACLs match the database, then exit: the password and ACL
+    files (run it before the broker starts, e.g. as an init container) or the dynamic-security
+    plugin. `serve` keeps them in sync afterwards."""
     _logging("warning")
-    from collector.broker.sync import BrokerSync
+    from collector.broker.backend import make_backend
     from collector.db import migrate as migrations
     from collector.db.connection import make_engine
 
     settings = Settings()
-    if not (settings.broker_password_file and settings.broker_acl_file):
-        typer.echo("error: set THERMOWATCH_BROKER_PASSWORD_FILE and _ACL_FILE", err=True)
-        sys.exit(2)
     try:
         migrations.upgrade(settings, wait_s=30)
     except DatabaseUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     engine = make_engine(settings.database_url, pool_size=1)
+    backend = make_backend(settings, engine)
+    if backend is None:
+        typer.echo(
+            "error: no broker to manage: set THERMOWATCH_BROKER_PASSWORD_FILE and _ACL_FILE, "
+            "or THERMOWATCH_BROKER_BACKEND=dynsec",
+            err=True,
+        )
+        sys.exit(2)
     try:
-        BrokerSync(settings, engine).sync()
+        backend.sync()
     finally:
+        backend.stop()
         engine.dispose()
-    typer.echo(f"wrote {settings.broker_password_file} and {settings.broker_acl_file}")
+    typer.echo(f"broker in sync ({settings.broker_backend})")

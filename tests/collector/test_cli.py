@@ -7,6 +7,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
+from tests.collector.auth.stack import MqttProbe
+from tests.support.broker import MosquittoBroker, init_dynsec
 from tests.support.processes import REPO, thermowatch_command
 
 
@@ -45,3 +47,39 @@ def test_sync_broker_without_file_settings_is_a_clear_error(fresh_database_url: 
     result = run(["sync-broker"], {"THERMOWATCH_DATABASE_URL": fresh_database_url})
     assert result.returncode == 2
     assert "THERMOWATCH_BROKER_PASSWORD_FILE" in result.stderr
+    assert "THERMOWATCH_BROKER_BACKEND=dynsec" in result.stderr
+
+
+def test_sync_broker_with_the_dynamic_security_plugin_creates_the_collector_account(
+    tmp_path: Path, fresh_database_url: str
+) -> None:
+    admin_password, collector_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    state = tmp_path / "dynsec.json"
+    init_dynsec(state, "broker-admin", admin_password)
+    broker = MosquittoBroker(tmp_path / "broker", allow_anonymous=False, dynsec_config=state)
+    broker.start()
+    try:
+        result = run(
+            ["sync-broker"],
+            {
+                "THERMOWATCH_DATABASE_URL": fresh_database_url,
+                "THERMOWATCH_SECRET_KEY": secrets.token_urlsafe(32),
+                "THERMOWATCH_BROKER_BACKEND": "dynsec",
+                "THERMOWATCH_BROKER_ADMIN_USERNAME": "broker-admin",
+                "THERMOWATCH_BROKER_ADMIN_PASSWORD": admin_password,
+                "THERMOWATCH_MQTT_PORT": str(broker.port),
+                "THERMOWATCH_MQTT_USERNAME": "tw-collector",
+                "THERMOWATCH_MQTT_PASSWORD": collector_password,
+            },
+        )
+        assert result.returncode == 0, result.stderr
+        assert "broker in sync (dynsec)" in result.stdout
+        # The collector's account now exists at the broker, and only with its password.
+        probe = MqttProbe(broker.port, "tw-collector", collector_password).connect()
+        assert probe.accepted
+        probe.close()
+        wrong = MqttProbe(broker.port, "tw-collector", "not-the-password").connect()
+        assert not wrong.accepted
+        wrong.close()
+    finally:
+        broker.stop()

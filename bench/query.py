@@ -22,11 +22,12 @@ if __package__ in (None, ""):
 import psycopg
 
 from bench.common import TemporaryDatabase, log, machine_description, replace_doc_section
-from collector.api.routes.readings import _WIDTH, bucket_query
+from collector.api.routes.readings import _WIDTH, MAX_ROWS, bucket_query
 from collector.api.schemas import Agg, Bucket
 from collector.config import Settings
 from collector.db import migrate
 from collector.db.capabilities import detect
+from collector.db.connection import API_SESSION_OPTIONS
 
 DEVICE = "bench-q"
 SENSORS = 5
@@ -73,9 +74,10 @@ def main() -> None:
             "sensor_id": "s0",
             "start": START,
             "end": START + timedelta(days=365),
-            "limit": 1_000_000,
+            "limit": MAX_ROWS + 1,
         }
-        with psycopg.connect(db.url) as conn:
+        # The session settings the API's connections use.
+        with psycopg.connect(db.url, options=API_SESSION_OPTIONS) as conn:
             caps = detect(conn)
             # SQLAlchemy's :name parameters become psycopg's %(name)s.
             for bucket in (Bucket.h1, Bucket.d1):
@@ -113,7 +115,8 @@ def main() -> None:
 ## Queries over a year of data (`bench/query.py`)
 
 A year of 1-minute readings for one sensor ({raw_rows:,} rows; {SENSORS} sensors on the device,
-{MINUTES * SENSORS:,} rows in all). Median of {REPEATS} runs of the query the API runs.
+{MINUTES * SENSORS:,} rows in all). Median of {REPEATS} runs of the query the API runs, with
+the API's session settings (JIT off: compiling took longer than running these queries).
 Continuous aggregates: {
             "yes"
             if caps.continuous_aggregates

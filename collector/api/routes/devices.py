@@ -10,6 +10,7 @@ from sqlalchemy import Connection, text
 
 from collector.api import provisioning
 from collector.api.deps import CurrentUser, DbConn, DevicePath, invalid_field
+from collector.api.routes.readings import sensors_latest
 from collector.api.schemas import (
     BundleSensor,
     DeviceConfig,
@@ -20,7 +21,6 @@ from collector.api.schemas import (
     DeviceUpdate,
     HomeId,
     ProvisioningBundle,
-    SensorLatest,
 )
 from collector.auth import audit
 from collector.auth.credentials import new_device_secrets
@@ -298,13 +298,6 @@ def put_config(
 )
 def device_health(device_id: DevicePath, db: DbConn) -> DeviceHealth:
     device = _device(db, device_id)
-    sensors = db.execute(
-        text(
-            "SELECT sensor_id, label, last_time, last_value, last_seen, last_fault, "
-            "last_fault_time FROM sensors WHERE device_id = :d ORDER BY sensor_id"
-        ),
-        {"d": device_id},
-    ).all()
     rejects = db.execute(
         text(
             "SELECT count(*) FROM ingest_rejects WHERE device_id = :d "
@@ -316,17 +309,6 @@ def device_health(device_id: DevicePath, db: DbConn) -> DeviceHealth:
         device_id=device_id,
         status=device.status,
         last_seen=device.last_seen,
-        sensors=[
-            SensorLatest(
-                sensor_id=r[0],
-                label=r[1],
-                time=r[2],
-                value=r[3],
-                last_seen=r[4],
-                last_fault=r[5],
-                last_fault_time=r[6],
-            )
-            for r in sensors
-        ],
+        sensors=sensors_latest(db, device_id),
         rejects_24h=int(rejects),
     )

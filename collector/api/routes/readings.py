@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from collector.api.deps import Caps, DbConn, DevicePath, SensorPath
 from collector.api.schemas import (
@@ -187,6 +187,11 @@ def sensor_readings(
 )
 def latest(device_id: DevicePath, db: DbConn) -> list[SensorLatest]:
     _device_exists(db, device_id)
+    return sensors_latest(db, device_id)
+
+
+def sensors_latest(db: Connection, device_id: str) -> list[SensorLatest]:
+    """Each sensor of a device with its latest valid value (by measurement time) and fault."""
     rows = db.execute(
         text(
             "SELECT sensor_id, label, last_time, last_value, last_seen, last_fault, "

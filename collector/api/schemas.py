@@ -94,6 +94,25 @@ def _storable(text: str) -> str:
 
 
 Storable = AfterValidator(_storable)
+
+
+def _storable_json(value: Any) -> Any:
+    """The same for JSON stored in ``jsonb``: every key and string inside, at any depth."""
+    if isinstance(value, str):
+        _storable(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable_json(item)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item)
+    return value
+
+
+StorableJson = AfterValidator(_storable_json)
+# Free text and ids that go into the database as they are.
+StoredText = Annotated[str, Storable]
 DeviceIdText = Annotated[
     str,
     Field(

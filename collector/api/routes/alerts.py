@@ -27,6 +27,7 @@ from collector.alerts.messages import Subject
 from collector.alerts.rules import RULE_COLUMNS, Kind, Rule, RuleError, Severity, validate_params
 from collector.alerts.stream import AlertStream
 from collector.api.deps import CurrentUser, DbConn, RowId
+from collector.api.schemas import StorableJson, StoredText
 from collector.auth.principal import Principal, Role
 from collector.notify.base import KINDS as NOTIFIER_KINDS
 from collector.notify.base import validate_config
@@ -101,12 +102,12 @@ class HistoryOut(BaseModel):
 
 
 class AckIn(BaseModel):
-    note: str | None = Field(default=None, max_length=500)
+    note: StoredText | None = Field(default=None, max_length=500)
 
 
 class SilenceIn(BaseModel):
     duration_s: float = Field(gt=0, le=30 * 86400, description="How long, in seconds")
-    note: str | None = Field(default=None, max_length=500)
+    note: StoredText | None = Field(default=None, max_length=500)
 
 
 _ALERT_SELECT = (
@@ -147,8 +148,8 @@ def list_alerts(
     severity: Severity | None = None,
     kind: Kind | None = None,
     home_id: int | None = None,
-    device_id: str | None = None,
-    sensor_id: str | None = None,
+    device_id: StoredText | None = None,
+    sensor_id: StoredText | None = None,
     since: Annotated[datetime | None, Query(description="Started at or after")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AlertOut]:
@@ -195,7 +196,7 @@ def _stream(request: Request) -> AlertStream:
 async def alert_stream(
     request: Request,
     who: CurrentUser,
-    device_id: str | None = None,
+    device_id: StoredText | None = None,
     home_id: int | None = None,
 ) -> StreamingResponse:
     stream = _stream(request)
@@ -303,19 +304,21 @@ def silence_alert(alert_id: RowId, body: SilenceIn, db: DbConn, who: CurrentUser
 
 
 class RuleIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: StoredText = Field(min_length=1, max_length=100)
     kind: Kind
-    params: dict[str, Any] = Field(default_factory=dict, description="See docs/alerts.md")
+    params: Annotated[dict[str, Any], StorableJson] = Field(
+        default_factory=dict, description="See docs/alerts.md"
+    )
     severity: Severity = Severity.warning
     home_id: int | None = Field(default=None, description="Applies to every sensor of a home")
-    device_id: str | None = Field(default=None, description="Applies to one device")
-    sensor_id: str | None = Field(default=None, description="With device_id: one sensor")
+    device_id: StoredText | None = Field(default=None, description="Applies to one device")
+    sensor_id: StoredText | None = Field(default=None, description="With device_id: one sensor")
     enabled: bool = True
 
 
 class RulePatch(BaseModel):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    params: dict[str, Any] | None = None
+    name: StoredText | None = Field(default=None, min_length=1, max_length=100)
+    params: Annotated[dict[str, Any], StorableJson] | None = None
     severity: Severity | None = None
     enabled: bool | None = None
 
@@ -462,8 +465,8 @@ def delete_rule(rule_id: RowId, db: DbConn, who: CurrentUser) -> None:
 
 class BacktestIn(BaseModel):
     rule: RuleIn
-    device_id: str
-    sensor_id: str = Field(description="Empty for device-level (offline) rules")
+    device_id: StoredText
+    sensor_id: StoredText = Field(description="Empty for device-level (offline) rules")
     start: datetime
     end: datetime | None = None
 
@@ -532,10 +535,10 @@ _SECRET_KEYS = ("password", "secret", "token")
 
 
 class TargetIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: StoredText = Field(min_length=1, max_length=100)
     kind: str = Field(description="webhook, smtp, mqtt or homeassistant")
     home_id: int | None = Field(default=None, description="None: every home (admins only)")
-    config: dict[str, Any]
+    config: Annotated[dict[str, Any], StorableJson]
     min_severity: Severity = Severity.info
     quiet_start: dtime | None = Field(default=None, description="Local time, e.g. 22:00")
     quiet_end: dtime | None = None

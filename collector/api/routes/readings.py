@@ -20,6 +20,7 @@ from collector.api.schemas import (
     RawReading,
     ReadingsPage,
     SensorLatest,
+    StoredText,
 )
 from collector.db.capabilities import Capabilities
 
@@ -155,7 +156,7 @@ def device_readings(
     end: End = None,
     bucket: BucketQ = None,
     agg: AggQ = Agg.avg,
-    sensor_id: Annotated[str | None, Query(description="Only this sensor")] = None,
+    sensor_id: Annotated[StoredText | None, Query(description="Only this sensor")] = None,
     limit: Limit = 10_000,
 ) -> ReadingsPage:
     return _readings(db, caps, device_id, sensor_id, start, end, bucket, agg, limit)

@@ -332,6 +332,26 @@ def test_rules_are_validated(env: Env) -> None:
     assert "above_c or below_c" in resp.text
 
 
+def test_text_the_database_cannot_store_is_refused_not_a_server_error(env: Env) -> None:
+    # PostgreSQL's text and jsonb hold no NUL character.
+    rule = {"name": "n", "kind": "threshold", "params": {"above_c": 5}}
+    backtest = {
+        "rule": rule,
+        "device_id": "d\x001",
+        "sensor_id": "s",
+        "start": "2026-01-01T00:00:00Z",
+    }
+    bad_bodies = [
+        ("/api/v1/alert-rules", {**rule, "name": "bad\x00name"}),
+        ("/api/v1/alert-rules", {**rule, "params": {"above_c": 5, "note": "a\x00b"}}),
+        ("/api/v1/alert-rules/backtest", backtest),
+    ]
+    for path, body in bad_bodies:
+        resp = env.admin.post(path, json=body)  # JSON carries the NUL as \u0000
+        assert resp.status_code == 422, (path, resp.status_code, resp.text)
+    assert env.admin.get("/api/v1/alerts", params={"device_id": "a\x00"}).status_code == 422
+
+
 def test_an_alert_fired_on_one_instance_reaches_the_stream_of_another(env: Env) -> None:
     other = start_collector(env.database_url, None, name="alerts-b", **FAST)
     try:

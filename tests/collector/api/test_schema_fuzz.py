@@ -3,6 +3,7 @@ an admin and as a homeowner: no 5xx, and every answer matches the documented sch
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator
 
@@ -47,6 +48,9 @@ def _fuzz(stack: Stack, bearer: str) -> Counter[int]:
         @given(case=operation.as_strategy())
         @settings(
             max_examples=EXAMPLES_PER_OPERATION,
+            # The same examples on every run, so the suite's verdict does not depend on luck;
+            # explore further with THERMOWATCH_FUZZ_RANDOM=1 (new examples each run).
+            derandomize=not os.environ.get("THERMOWATCH_FUZZ_RANDOM"),
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),

@@ -60,7 +60,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def wait_for(
-    condition: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.05
+    condition: Callable[[], T], timeout_s: float = 30.0, what: str = "", interval_s: float = 0.05
 ) -> T:
     """Poll ``condition`` until it returns something truthy; fail naming ``what`` on timeout."""
     deadline = time.monotonic() + timeout_s
@@ -73,7 +73,7 @@ def wait_for(
         except Exception as exc:  # the service may not be up yet
             last_exc = exc
         time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}: {last_exc}")
+    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what or condition}: {last_exc}")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

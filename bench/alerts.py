@@ -14,7 +14,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import secrets
-import subprocess
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from bench.common import (
     Collector,
     PrivateBroker,
     TemporaryDatabase,
+    create_admin_key,
     log,
     machine_description,
     percentile,
@@ -131,30 +131,6 @@ class Stream:
 
 def evaluated(collector: Collector) -> float:
     return collector.metrics().get(("thermowatch_alert_samples_evaluated_total", ()), 0.0)
-
-
-def create_admin_key(env: dict[str, str]) -> str:
-    password = secrets.token_urlsafe(16)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "thermowatch.cli",
-            "collector",
-            "create-admin",
-            "--username",
-            "bench-admin",
-            "--api-key",
-            "bench",
-        ],
-        input=f"{password}\n{password}\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=True,
-    ).stdout
-    return out.strip().rsplit(" ", 1)[-1]
 
 
 def setup(database_url: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -485,3 +486,30 @@ def replace_doc_section(name: str, body: str, path: Path = DOC_PATH) -> None:
 
 def temporary_workdir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix=prefix)
+
+
+def create_admin_key(
+    env: dict[str, str], username: str | None = None, password: str | None = None
+) -> str:
+    """Create an admin through ``thermowatch collector create-admin`` and return its API key."""
+    password = password or secrets.token_urlsafe(16)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "thermowatch.cli",
+            "collector",
+            "create-admin",
+            "--username",
+            username or f"admin-{secrets.token_hex(4)}",
+            "--api-key",
+            "automation",
+        ],
+        input=f"{password}\n{password}\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=True,
+    ).stdout
+    return out.strip().rsplit(" ", 1)[-1]

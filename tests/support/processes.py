@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.net import free_port, wait_for
+from bench.common import create_admin_key, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,30 +98,6 @@ class CollectorProcess(ManagedProcess):
         return httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self._admin_key}"}, timeout=10
         )
-
-
-def create_admin_key(
-    env: dict[str, str], username: str | None = None, password: str | None = None
-) -> str:
-    """Create an admin through ``thermowatch collector create-admin`` and return its API key."""
-    password = password or secrets.token_urlsafe(16)
-    out = subprocess.run(
-        thermowatch_command(
-            "collector",
-            "create-admin",
-            "--username",
-            username or f"admin-{secrets.token_hex(4)}",
-            "--api-key",
-            "tests",
-        ),
-        input=f"{password}\n{password}\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        check=True,
-    ).stdout
-    return out.strip().rsplit(" ", 1)[-1]
 
 
 def start_collector(

@@ -1,6 +1,7 @@
 """Device presence from MQTT: each device publishes its status retained on
 ``tw/v1/<device>/status`` and leaves a last will saying ``offline``; this records the latest
-state per device in ``device_presence`` for the offline rule.
+state per device in ``device_presence`` for the offline rule, and what the device reported about
+itself (spool depth, readings dropped by its spool policy, clock sync) for its health page.
 
 Every instance subscribes (not shared): the status is retained and tiny, and the upsert keeps
 only changes, so several instances writing the same state are harmless.
@@ -13,6 +14,7 @@ import logging
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from psycopg.types.json import Jsonb
 
 from collector.config import Settings
 from collector.db.connection import connect
@@ -21,10 +23,36 @@ from shared import protocol as p
 log = logging.getLogger(__name__)
 
 _UPSERT = """
-INSERT INTO device_presence AS dp (device_id, state, changed_at) VALUES (%s, %s, now())
-ON CONFLICT (device_id) DO UPDATE SET state = excluded.state, changed_at = now()
+INSERT INTO device_presence AS dp (device_id, state, changed_at, report, reported_at)
+VALUES (%(d)s, %(s)s, now(), %(r)s, CASE WHEN %(r)s::jsonb IS NULL THEN NULL ELSE now() END)
+ON CONFLICT (device_id) DO UPDATE SET
+    state = excluded.state,
+    changed_at = CASE WHEN dp.state IS DISTINCT FROM excluded.state THEN now()
+                      ELSE dp.changed_at END,
+    -- The last will carries no report: keep the last one the device sent.
+    report = coalesce(excluded.report, dp.report),
+    reported_at = coalesce(excluded.reported_at, dp.reported_at)
 WHERE dp.state IS DISTINCT FROM excluded.state
+   OR (excluded.report IS NOT NULL AND dp.report IS DISTINCT FROM excluded.report)
 """
+# What a status may report about the device; anything else in it is ignored.
+_REPORT_FIELDS = {"dropped": int, "spool": int, "clock_synced": bool, "boot": str, "fw": str}
+
+
+def parse_report(payload: bytes) -> dict[str, object] | None:
+    """The known fields of a status payload with the right types, or None when it has none."""
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    report = {
+        key: obj[key]
+        for key, kind in _REPORT_FIELDS.items()
+        if type(obj.get(key)) is kind and (kind is not str or p.valid_id(obj[key]))
+    }
+    return report or None
 
 
 def parse_status(payload: bytes) -> str | None:
@@ -75,6 +103,10 @@ class PresenceListener:
             return
         try:
             with connect(self._url, autocommit=True) as conn:
-                conn.execute(_UPSERT, (parsed[0], state))
+                report = parse_report(bytes(msg.payload))
+                conn.execute(
+                    _UPSERT,
+                    {"d": parsed[0], "s": state, "r": Jsonb(report) if report else None},
+                )
         except Exception:  # the next status message (or the sweep's last-seen check) still works
             log.exception("recording the presence of %s failed", parsed[0])

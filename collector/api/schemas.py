@@ -285,12 +285,29 @@ class ProvisioningBundle(BaseModel):
     config: DeviceConfig
 
 
+class DeviceReport(BaseModel):
+    """What the device last said about itself in its retained MQTT status."""
+
+    online: bool | None = Field(description="From the status and the MQTT last will")
+    spool: int | None = Field(default=None, description="Readings waiting in its spool")
+    dropped: int | None = Field(
+        default=None, description="Readings its spool dropped (drop-oldest policy), in all"
+    )
+    clock_synced: bool | None = None
+    boot: str | None = None
+    fw: str | None = None
+    reported_at: datetime | None = None
+
+
 class DeviceHealth(BaseModel):
     device_id: str
     status: DeviceStatus
     last_seen: datetime | None
     sensors: list[SensorLatest]
     rejects_24h: int = Field(description="Records refused from this device in the last 24 h")
+    report: DeviceReport | None = Field(
+        default=None, description="None until the device has published a status"
+    )
 
 
 class AuditEntry(BaseModel):

@@ -17,6 +17,7 @@ from collector.api.schemas import (
     DeviceCreate,
     DeviceHealth,
     DeviceOut,
+    DeviceReport,
     DeviceStatus,
     DeviceUpdate,
     HomeId,
@@ -305,10 +306,20 @@ def device_health(device_id: DevicePath, db: DbConn) -> DeviceHealth:
         ),
         {"d": device_id},
     ).scalar_one()
+    presence = db.execute(
+        text("SELECT state, report, reported_at FROM device_presence WHERE device_id = :d"),
+        {"d": device_id},
+    ).first()
+    report = None
+    if presence is not None:
+        report = DeviceReport(
+            online=presence[0] == "online", reported_at=presence[2], **(presence[1] or {})
+        )
     return DeviceHealth(
         device_id=device_id,
         status=device.status,
         last_seen=device.last_seen,
         sensors=sensors_latest(db, device_id),
         rejects_24h=int(rejects),
+        report=report,
     )

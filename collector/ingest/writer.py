@@ -144,10 +144,6 @@ class GroupCommitWriter:
         self._queue.put(work)
         return True
 
-    @property
-    def queued_readings(self) -> int:
-        return self._pending
-
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.broker import MosquittoBroker, add_password
+from tests.support.processes import CollectorProcess, start_collector
 from thermowatch.firmware_cli import build_bundle
 
 DEVICE = "dev1"
@@ -75,3 +76,18 @@ def board_config(transport: str = "mqtt", **overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+@pytest.fixture
+def mqtt_collector(
+    fresh_database_url: str, secure_broker: MosquittoBroker
+) -> Iterator[CollectorProcess]:
+    """The real collector, logged in to the secured broker with its own account."""
+    proc = start_collector(
+        fresh_database_url,
+        secure_broker.port,
+        mqtt_username=COLLECTOR_USER,
+        mqtt_password=COLLECTOR_PASSWORD,
+    )
+    yield proc
+    proc.stop()

@@ -5,15 +5,13 @@ across a broker outage longer than the RAM buffer."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
 from tests.firmware.board import UnixBoard
-from tests.firmware.conftest import COLLECTOR_PASSWORD, COLLECTOR_USER, DEVICE, board_config
+from tests.firmware.conftest import DEVICE, board_config
 from tests.support.broker import MosquittoBroker
 from tests.support.net import wait_for
 from tests.support.processes import CollectorProcess, start_collector
@@ -43,20 +41,6 @@ def assert_faults_are_not_temperatures(stored: list[tuple[Any, ...]]) -> None:
     assert all(r[2] is None and r[3] & 1 for r in faults)
     # The script's good values are 4.5 and 5.0: 85 and -127 never appear as temperatures.
     assert {r[2] for r in stored if r[0] == "t2" and r[4] is None} <= {4.5, 5.0}
-
-
-@pytest.fixture
-def mqtt_collector(
-    fresh_database_url: str, secure_broker: MosquittoBroker
-) -> Iterator[CollectorProcess]:
-    proc = start_collector(
-        fresh_database_url,
-        secure_broker.port,
-        mqtt_username=COLLECTOR_USER,
-        mqtt_password=COLLECTOR_PASSWORD,
-    )
-    yield proc
-    proc.stop()
 
 
 def make_board(

@@ -23,24 +23,10 @@ from tests.firmware.conftest import COLLECTOR_PASSWORD, COLLECTOR_USER, DEVICE, 
 from tests.support.broker import MosquittoBroker
 from tests.support.mqtt import TestClient
 from tests.support.net import wait_for
-from tests.support.processes import CollectorProcess, start_collector
+from tests.support.processes import CollectorProcess
 
 CONFIG_TOPIC = f"tw/v1/{DEVICE}/config"
 READINGS_TOPIC = f"tw/v1/{DEVICE}/readings"
-
-
-@pytest.fixture
-def collector(
-    fresh_database_url: str, secure_broker: MosquittoBroker
-) -> Iterator[CollectorProcess]:
-    proc = start_collector(
-        fresh_database_url,
-        secure_broker.port,
-        mqtt_username=COLLECTOR_USER,
-        mqtt_password=COLLECTOR_PASSWORD,
-    )
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture
@@ -98,7 +84,7 @@ def test_pushed_period_and_threshold_apply_live_and_survive_a_reboot(
     firmware_build: Path,
     tmp_path: Path,
     secure_broker: MosquittoBroker,
-    collector: CollectorProcess,
+    mqtt_collector: CollectorProcess,
     admin: TestClient,
 ) -> None:
     board = steady_board(micropython_bin, firmware_build, tmp_path / "board", secure_broker.port)
@@ -190,7 +176,7 @@ def test_an_invalid_push_is_reported_and_the_valid_rest_applied(
     firmware_build: Path,
     tmp_path: Path,
     secure_broker: MosquittoBroker,
-    collector: CollectorProcess,
+    mqtt_collector: CollectorProcess,
     admin: TestClient,
 ) -> None:
     board = steady_board(micropython_bin, firmware_build, tmp_path / "board", secure_broker.port)

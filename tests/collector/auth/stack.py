@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,8 +16,10 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.collector.conftest import count_readings
 from tests.support.broker import MosquittoBroker
 from tests.support.database import create_database, drop_database
+from tests.support.net import wait_for
 from tests.support.processes import CollectorProcess, create_admin_key, start_collector
 
 COLLECTOR_USER = "tw-collector"
@@ -182,23 +183,10 @@ class MqttProbe:
 
 
 def wait(condition: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out waiting for {what}")
+    return wait_for(condition, timeout_s, what=what, interval_s=0.02)
 
 
-def readings_count(database_url: str, device_id: str) -> int:
-    import psycopg
-
-    with psycopg.connect(database_url) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM readings WHERE device_id = %s", (device_id,)
-        ).fetchone()
-    return int(row[0]) if row else 0
+readings_count = count_readings
 
 
 def dump_json(obj: Any) -> str:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # HTTP API.
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # Largest request body outside ingest (which has max_payload_bytes), enforced while reading
+    # so that an unauthenticated request cannot make the collector hold a large body.
+    http_max_body_bytes: int = 256 * 1024
 
     # Group commit: a transaction holds up to this many readings, or whatever arrived within the
     # wait, whichever comes first.

@@ -33,3 +33,7 @@ QUEUE_READINGS = Gauge(
 DB_ERRORS = Counter(
     "thermowatch_database_errors_total", "Failed commits (retried until they succeed)"
 )
+HTTP_BODY_REFUSED = Counter(
+    "thermowatch_http_body_refused_total",
+    "HTTP requests stopped while reading because the body passed its size limit",
+)

@@ -10,6 +10,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
 
+from collector.api.body_limit import BodyLimitMiddleware
 from collector.api.deps import authorize
 from collector.api.routes import (
     alerts,
@@ -25,6 +26,7 @@ from collector.api.routes import (
 from collector.api.schemas import ErrorOut
 from collector.db.capabilities import Capabilities
 from collector.ingest.pipeline import IngestPipeline
+from shared import protocol as p
 
 # Documented on every route: authorization runs everywhere, so any route may answer these.
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -75,4 +77,10 @@ def create_app(
         setattr(app.state, key, value)
     for router in (health, ingest, auth, devices, readings, homes, users, audit, alerts):
         app.include_router(router.router)
+    settings = state["settings"]
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.http_max_body_bytes,
+        limits={p.HTTP_INGEST_PATH: settings.max_payload_bytes},
+    )
     return app

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
+from collector.api.body_limit import BodyTooLarge
 from collector.api.deps import DeviceIdentity, Pipeline
 from collector.ingest.pipeline import CBOR, JSON, Overloaded
 from shared import protocol as p
@@ -30,11 +31,13 @@ router = APIRouter(tags=["ingest"])
     },
 )
 async def ingest(request: Request, pipeline: Pipeline, identity: DeviceIdentity) -> Response:
-    body = await request.body()
-    if len(body) > pipeline.settings.max_payload_bytes:
-        # Refused before parsing; still recorded through the pipeline with its reason.
-        await pipeline.submit_async(body, identity=identity, transport="http")
-        raise HTTPException(status_code=413, detail="oversize")
+    try:
+        body = await request.body()
+    except BodyTooLarge as exc:
+        # Stopped one byte past the limit (collector.api.body_limit); the prefix is recorded
+        # through the pipeline, which refuses it as oversize with its reason.
+        await pipeline.submit_async(exc.prefix, identity=identity, transport="http")
+        raise HTTPException(status_code=413, detail="oversize") from None
     content_type = request.headers.get("content-type", "application/json")
     body_format = CBOR if "cbor" in content_type else JSON
     try:

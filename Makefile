@@ -36,6 +36,7 @@ bench: setup
 	$(PY) bench/firmware.py
 	$(PY) bench/alerts.py
 	$(PY) bench/query.py
+	$(PY) bench/hostile.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

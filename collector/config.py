@@ -113,6 +113,18 @@ class Settings(BaseSettings):
     compress_after_days: int = 7
     retention_days: int = 0  # 0 keeps raw readings forever
 
+    # Alert quotas and fairness (docs/alerts.md): what one home may ask of alerting, so that it
+    # cannot delay another home's alerts. The API refuses rules and targets past the per-home
+    # counts (409), for admins too; defaults without a home are not counted.
+    alerts_max_rules_per_home: int = Field(default=50, ge=0)
+    alerts_max_targets_per_home: int = Field(default=10, ge=0)
+    # Each evaluation round gives every home with waiting work this many rule evaluations
+    # (samples x rules that apply to them, weighted; about 50 ms); the rest waits for the next.
+    alerts_home_evaluations_per_round: int = Field(default=25_000, ge=1)
+    # Committed samples waiting for evaluation; past this the heaviest home's oldest work is
+    # shed (stored, not evaluated; thermowatch_alert_shed_total).
+    alerts_backlog_max_samples: int = Field(default=100_000, ge=1)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -8,6 +8,7 @@ edited through any instance applies everywhere within that time.
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import psycopg
@@ -31,6 +32,12 @@ class Catalog:
         self._clock = clock
         self._rules: list[Rule] = []
         self._rules_until = 0.0
+        # The rules that could apply to a sensor, by scope: with thousands of rules across homes,
+        # a sensor is matched against its own home's and device's rules and the defaults only.
+        self._defaults: list[Rule] = []
+        self._by_home: dict[int, list[Rule]] = {}
+        self._by_device: dict[str, list[Rule]] = {}
+        self._matched: dict[tuple[str, str, int | None], list[Rule]] = {}
         self._devices: dict[str, tuple[DeviceInfo, float]] = {}
         self._labels: dict[tuple[str, str], tuple[str | None, float]] = {}
 
@@ -40,7 +47,22 @@ class Catalog:
             rows = conn.execute(f"SELECT {RULE_COLUMNS} FROM alert_rules ORDER BY id").fetchall()
             self._rules = [rule_from_row(r) for r in rows]
             self._rules_until = now + self.ttl_s
+            self._index()
         return self._rules
+
+    def _index(self) -> None:
+        defaults: list[Rule] = []
+        by_home: dict[int, list[Rule]] = {}
+        by_device: dict[str, list[Rule]] = {}
+        for rule in self._rules:
+            if rule.device_id is not None:
+                by_device.setdefault(rule.device_id, []).append(rule)
+            elif rule.home_id is not None:
+                by_home.setdefault(rule.home_id, []).append(rule)
+            else:
+                defaults.append(rule)
+        self._defaults, self._by_home, self._by_device = defaults, by_home, by_device
+        self._matched = {}
 
     def devices(self, conn: psycopg.Connection, device_ids: set[str]) -> dict[str, DeviceInfo]:
         now = self._clock()
@@ -72,7 +94,29 @@ class Catalog:
             label = hit[0]
         return Subject(device_id, sensor_id, label, info.name)
 
+    def known_home(self, device_id: str) -> Hashable:
+        """The device's home as last looked up (even if that is older than the time to live),
+        without asking the database; a device not looked up yet, or without a home, is a home
+        of its own. Safe to call from any thread."""
+        hit = self._devices.get(device_id)
+        home = hit[0].home_id if hit is not None else None
+        return home if home is not None else ("device", device_id)
+
     def applicable(
         self, conn: psycopg.Connection, device_id: str, sensor_id: str, home_id: int | None
     ) -> list[Rule]:
-        return applicable(self.rules(conn), device_id, sensor_id, home_id)
+        self.rules(conn)
+        return self.match(device_id, sensor_id, home_id)
+
+    def match(self, device_id: str, sensor_id: str, home_id: int | None) -> list[Rule]:
+        """:func:`applicable` on the rules already loaded (no database)."""
+        key = (device_id, sensor_id, home_id)
+        hit = self._matched.get(key)
+        if hit is None:
+            candidates = [
+                *self._defaults,
+                *(self._by_home.get(home_id, []) if home_id is not None else []),
+                *self._by_device.get(device_id, []),
+            ]
+            hit = self._matched[key] = applicable(candidates, device_id, sensor_id, home_id)
+        return hit

@@ -1,7 +1,10 @@
 """Rule evaluation on committed readings.
 
 The group-commit writer calls :meth:`AlertEngine.on_commit` after each commit; the engine only
-queues the group and evaluates it on its own thread, so ingest never waits for alerting. For each
+queues the group and evaluates it on its own thread, so ingest never waits for alerting. The
+queue is a :class:`~collector.alerts.backlog.Backlog`: bounded, and served in rounds that give
+every home with waiting work a budget of rule evaluations, so one home's flood or expensive rules
+cannot delay another home's alerts. For each
 (rule, sensor) with new data it locks the state row (``SELECT ... FOR UPDATE``), feeds the
 readings newer than the state in measurement-time order to the rule's evaluator and applies the
 transitions to the alert, all in one transaction. Several collector instances can therefore
@@ -17,10 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import statistics
 import threading
 import time
+from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
@@ -28,10 +31,11 @@ import psycopg
 from prometheus_client import Counter, Histogram
 
 from collector.alerts import lifecycle
+from collector.alerts.backlog import Backlog, device_of
 from collector.alerts.catalog import Catalog
 from collector.alerts.evaluate import ProbeFaultEvaluator, Sample, evaluator_for
 from collector.alerts.lifecycle import Key, Lifecycle
-from collector.alerts.rules import READING_KINDS, Kind, Rule
+from collector.alerts.rules import READING_KINDS, AnomalySource, Kind, Rule
 from collector.db.connection import connect
 from collector.ingest.work import Work
 
@@ -47,6 +51,13 @@ EVAL_SECONDS = Histogram(
     "Time to evaluate one round of committed groups",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+# The cost model of a round, in evaluations (one sample through one threshold rule, about 2 µs).
+# A rule's state row is locked, read and written once per round however many samples it is fed,
+# which costs about as much as 150 samples; the server-side forecaster (anomaly rules with source
+# server or both) costs about 25 per sample. Timed with AlertEngine.process on a 2-core machine.
+STATE_COST = 150.0
+FORECAST_COST = 25.0
 
 # How many of the latest gaps between batches are remembered to learn a sensor's rhythm.
 ARRIVAL_GAPS_KEPT = 5
@@ -111,6 +122,11 @@ def note_arrival(state: dict, now_ms: int) -> dict:
     return dict(state, arrival_ms=now_ms, gaps=gaps)
 
 
+def _sample_cost(rule: Rule) -> float:
+    forecasts = rule.kind is Kind.anomaly and rule.params.get("source") != AnomalySource.edge
+    return FORECAST_COST if forecasts else 1.0
+
+
 class AlertEngine:
     """Evaluates reading-driven rules on committed groups (see module docstring)."""
 
@@ -122,22 +138,27 @@ class AlertEngine:
         rule_cache_s: float = 2.0,
         clock: Callable[[], float] = time.time,
         on_changes: Callable[[], None] | None = None,
+        max_backlog_samples: int = 100_000,
+        home_evaluations_per_round: float = 25_000,
     ) -> None:
         self._url = database_url
         self._on_changes = on_changes  # e.g. wake the outbox drainer
         self.live_window_ms = int(live_window_s * 1000)
         self.catalog = Catalog(ttl_s=rule_cache_s)
         self._clock = clock
-        self._queue: queue.Queue[list[Work]] = queue.Queue()
+        self.home_evaluations_per_round = home_evaluations_per_round
+        self.backlog = Backlog(max_samples=max_backlog_samples, home_of=self.catalog.known_home)
         self._stop = threading.Event()
+        self._drain_until = 0.0
         self._thread = threading.Thread(target=self._run, name="alert-engine", daemon=True)
         self._conn: psycopg.Connection | None = None
 
     # -- writer side -----------------------------------------------------------------------------
 
     def on_commit(self, group: list[Work]) -> None:
-        """The writer's commit listener: hand the group over and return at once."""
-        self._queue.put(group)
+        """The writer's commit listener: hand the group over and return at once (shedding the
+        heaviest home's oldest work if the backlog is full)."""
+        self.backlog.put(group)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -145,34 +166,47 @@ class AlertEngine:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Evaluate what is waiting for most of ``timeout_s``, then drop the rest (counted in
+        ``thermowatch_alert_shed_total{reason="shutdown"}``): their readings are stored."""
+        self._drain_until = time.monotonic() + timeout_s * 0.8
         self._stop.set()
         self._thread.join(timeout_s)
-        if self._conn is not None:
+        if not self._thread.is_alive() and self._conn is not None:
             self._conn.close()
 
+    def _stopping(self) -> bool:
+        if not self._stop.is_set():
+            return False
+        if self.backlog.samples == 0:
+            return True
+        if time.monotonic() < self._drain_until:
+            return False
+        dropped = self.backlog.drop_all("shutdown")
+        log.warning("stopping: %d committed samples left unevaluated", dropped)
+        return True
+
     def _run(self) -> None:
-        while not (self._stop.is_set() and self._queue.empty()):
-            try:
-                groups = [self._queue.get(timeout=0.1)]
-            except queue.Empty:
+        while not self._stopping():
+            if not self.backlog.wait(0.1):
                 continue
-            while True:  # evaluate everything that queued up meanwhile in one round
-                try:
-                    groups.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            works = [w for g in groups for w in g]
             delay = 0.1
-            while not self._stop.is_set():
+            works: list[Work] | None = None
+            while True:
                 try:
                     started = time.perf_counter()
+                    if works is None:
+                        works = self.take_round()
                     if self.process(works) and self._on_changes is not None:
                         self._on_changes()
                     EVAL_SECONDS.observe(time.perf_counter() - started)
                     break
                 except psycopg.Error as exc:
-                    log.warning("alert evaluation failed, retrying in %.1fs: %s", delay, exc)
                     self._close()
+                    if self._stop.is_set():  # no database to drain into: stop now
+                        log.warning("alert evaluation failed while stopping: %s", exc)
+                        self.backlog.drop_all("shutdown")
+                        break
+                    log.warning("alert evaluation failed, retrying in %.1fs: %s", delay, exc)
                     self._stop.wait(delay)
                     delay = min(delay * 2, 5.0)
                 except Exception:  # a bug in one rule must not stop alerting for everyone
@@ -194,6 +228,39 @@ class AlertEngine:
         return self._conn
 
     # -- evaluation ------------------------------------------------------------------------------
+
+    def take_round(self) -> list[Work]:
+        """The work of one round: each home with waiting work gets up to
+        ``home_evaluations_per_round`` rule evaluations (see :class:`Backlog`)."""
+        conn = self._connection()
+        # Look-ups first, outside the backlog's lock: the cost estimate then needs no database.
+        self.catalog.rules(conn)
+        self.catalog.devices(conn, self.backlog.devices())
+        return self.backlog.take(self.home_evaluations_per_round, self.cost)
+
+    def run_round(self, *, now_ms: int | None = None) -> int:
+        """Take one round from the backlog and evaluate it; returns the alert changes. Public for
+        tests, which drive the rounds themselves with a fixed ``now_ms``."""
+        return self.process(self.take_round(), now_ms=now_ms)
+
+    def cost(self, work: Work) -> float:
+        """Rule evaluations one committed batch asks for: each sample times the reading rules
+        that apply to its sensor, plus each rule's state. Uses only cached look-ups."""
+        device = device_of(work)
+        if device is None:
+            return 0.0
+        home = self.catalog.known_home(device)
+        home_id = home if isinstance(home, int) else None
+        counts = Tally(r[1] for r in work.rows)
+        if work.outcome.device_id is not None:
+            counts.update(e.sensor_id for e in work.events)
+        total = 0.0
+        for sensor, n in counts.items():
+            rules = [
+                r for r in self.catalog.match(device, sensor, home_id) if r.kind in READING_KINDS
+            ]
+            total += n * max(1.0, sum(map(_sample_cost, rules))) + STATE_COST * len(rules)
+        return total
 
     def process(self, works: Iterable[Work], *, now_ms: int | None = None) -> int:
         """Evaluate committed work; returns the number of alert changes. Public for tests,

@@ -29,6 +29,8 @@ class AlertServices:
             live_window_s=settings.alerts_live_window_s,
             rule_cache_s=settings.alerts_rule_cache_s,
             on_changes=self.drainer.wake,
+            max_backlog_samples=settings.alerts_backlog_max_samples,
+            home_evaluations_per_round=settings.alerts_home_evaluations_per_round,
         )
         self.sweeper = Sweeper(
             url,

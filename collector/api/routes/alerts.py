@@ -39,6 +39,11 @@ router = APIRouter(tags=["alerts"])
 # clients notice a dead connection.
 KEEPALIVE_S = 15.0
 MAX_BACKTEST_READINGS = 500_000
+# The per-home quota of each table, by setting name (see collector/config.py).
+QUOTAS = {
+    "alert_rules": "alerts_max_rules_per_home",
+    "notify_targets": "alerts_max_targets_per_home",
+}
 
 
 # -- scoping -------------------------------------------------------------------------------------
@@ -55,6 +60,31 @@ def _may_edit_home(who: Principal, home_id: int | None) -> bool:
     if who.role is Role.admin:
         return True
     return who.role is Role.homeowner and home_id is not None and home_id in who.home_ids
+
+
+def _check_quota(request: Request, db: Connection, home_id: int | None, *, table: str) -> None:
+    """409 when the home already has as many rules (or targets) as one home may have.
+
+    Applies to admins too: the quota protects alerting for the other homes, whoever adds the
+    rule. Defaults (no home) are not counted."""
+    if home_id is None:
+        return
+    setting = QUOTAS[table]
+    limit = int(getattr(request.app.state.settings, setting))
+    # Locking the home's row makes concurrent creations for one home take turns, so two
+    # requests cannot both pass the count.
+    db.execute(text("SELECT 1 FROM homes WHERE home_id = :h FOR UPDATE"), {"h": home_id})
+    count = db.execute(
+        text(f"SELECT count(*) FROM {table} WHERE home_id = :h"),  # table: a key of QUOTAS
+        {"h": home_id},
+    ).scalar_one()
+    if count >= limit:
+        what = "alert rules" if table == "alert_rules" else "notification targets"
+        raise HTTPException(
+            status_code=409,
+            detail=f"quota: home {home_id} already has {count} {what}, the most one home may "
+            f"have ({limit}, setting THERMOWATCH_{setting.upper()}); delete one first",
+        )
 
 
 def _device_home(db: Connection, who: Principal, device_id: str) -> int | None:
@@ -387,7 +417,7 @@ def list_rules(db: DbConn, who: CurrentUser) -> list[RuleOut]:
     description="Homeowners create rules for their own homes and devices; rules without a home "
     "or device are defaults for every sensor, which only admins create.",
 )
-def create_rule(body: RuleIn, db: DbConn, who: CurrentUser) -> RuleOut:
+def create_rule(request: Request, body: RuleIn, db: DbConn, who: CurrentUser) -> RuleOut:
     if body.sensor_id is not None and body.device_id is None:
         raise HTTPException(status_code=422, detail="sensor_id needs device_id")
     if body.kind is Kind.offline and body.sensor_id is not None:
@@ -397,6 +427,8 @@ def create_rule(body: RuleIn, db: DbConn, who: CurrentUser) -> RuleOut:
         home_id = _device_home(db, who, body.device_id)
     if not _may_edit_home(who, home_id):
         raise HTTPException(status_code=403, detail="forbidden")
+    params = _params(body.kind, body.params)
+    _check_quota(request, db, home_id, table="alert_rules")
     new_id = db.execute(
         text(
             "INSERT INTO alert_rules (name, kind, params, severity, home_id, device_id, "
@@ -406,7 +438,7 @@ def create_rule(body: RuleIn, db: DbConn, who: CurrentUser) -> RuleOut:
         {
             "name": body.name,
             "kind": body.kind.value,
-            "params": json.dumps(_params(body.kind, body.params)),
+            "params": json.dumps(params),
             "severity": body.severity.value,
             "home": home_id,
             "device": body.device_id,
@@ -670,6 +702,7 @@ def create_target(request: Request, body: TargetIn, db: DbConn, who: CurrentUser
     if not _may_edit_home(who, body.home_id):
         raise HTTPException(status_code=403, detail="forbidden")
     _check_destination(request, who, body)
+    _check_quota(request, db, body.home_id, table="notify_targets")
     return _target_out(_target(db, who, _save_target(db, body, None)))
 
 

@@ -9,7 +9,6 @@ import logging
 import time
 from collections.abc import Callable
 
-import cbor2
 import psycopg
 
 from collector import metrics
@@ -20,10 +19,19 @@ from collector.ingest.validate import (
     SENTINELS_C,
     Limits,
     check_reading,
+    check_time,
 )
 from collector.ingest.work import Outcome, Reject, Work
 from collector.ingest.writer import GroupCommitWriter
-from shared.decode import BatchError, Reading, decode_object, parse_payload
+from shared.decode import (
+    BatchError,
+    Event,
+    Reading,
+    RecordError,
+    decode_object,
+    parse_cbor,
+    parse_payload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +68,31 @@ class IngestPipeline:
     def prepare(
         self, payload: bytes, *, identity: str | None, transport: str, body_format: str = JSON
     ) -> Work:
-        """Turn a payload into work for the writer; never raises for bad input."""
+        """Turn a payload into work for the writer; never raises for bad input (only
+        :class:`Unavailable` when the database needed to check the sender is down)."""
         metrics.BATCHES.labels(transport).inc()
         try:
+            return self._prepare(payload, identity, transport, body_format)
+        except Unavailable:
+            raise
+        except Exception as exc:
+            # Decoding bounds every field, so this is a gap in our checks; it still must not
+            # reach the transport (a 500, a 5.00, an MQTT message never acknowledged): the batch
+            # is refused with a reason and recorded like any other bad input.
+            _log_content_failure(transport)
+            return self._refused(
+                payload, identity, transport, "malformed_batch", type(exc).__name__
+            )
+
+    def _prepare(
+        self, payload: bytes, identity: str | None, transport: str, body_format: str
+    ) -> Work:
+        max_bytes = self.settings.max_payload_bytes
+        try:
             if body_format == CBOR:
-                if len(payload) > self.settings.max_payload_bytes:
-                    raise BatchError("oversize", f"{len(payload)} bytes")
-                try:
-                    obj = cbor2.loads(payload)
-                except Exception as exc:  # cbor2 raises several types for bad input
-                    raise BatchError("malformed_cbor", str(exc)[:200]) from None
+                obj = parse_cbor(payload, max_bytes=max_bytes)
             else:
-                obj = parse_payload(payload, max_bytes=self.settings.max_payload_bytes)
+                obj = parse_payload(payload, max_bytes=max_bytes)
             batch = decode_object(obj)
         except BatchError as exc:
             return self._refused(payload, identity, transport, exc.reason, exc.detail)
@@ -96,7 +117,7 @@ class IngestPipeline:
                 payload, batch.device_id, transport, "unknown_device", None, outcome=outcome
             )
 
-        work = Work(transport=transport, outcome=outcome, events=batch.events)
+        work = Work(transport=transport, outcome=outcome)
         device = batch.device_id
         rejects = work.rejects
         for err in batch.errors:
@@ -128,7 +149,19 @@ class IngestPipeline:
                 if row[5] is not None:
                     metrics.PROBE_FAULTS.labels(row[5]).inc()
             else:
-                rejects.append(Reject(reason or "invalid", device, None, i, _reading_raw(reading)))
+                index = _record_index(batch.errors, "r", i)
+                rejects.append(
+                    Reject(reason or "invalid", device, f"r[{index}]", index, _reading_raw(reading))
+                )
+        # Events are stored with their times too: the same clock checks as readings.
+        events = work.events
+        for i, event in enumerate(batch.events):
+            clock = check_time(event.time_ms, now_ms, limits)
+            if clock is None:
+                events.append(event)
+            else:
+                index = _record_index(batch.errors, "ev", i)
+                rejects.append(Reject(clock, device, f"ev[{index}]", index, _event_raw(event)))
         return work
 
     def _refused(
@@ -217,3 +250,42 @@ def _reading_raw(reading: Reading) -> str:
             "fault": reading.fault,
         }
     )
+
+
+def _event_raw(event: Event) -> str:
+    return json.dumps(
+        {
+            "sensor_id": event.sensor_id,
+            "time_ms": event.time_ms,
+            "kind": event.kind,
+            "value": event.value,
+            "detail": event.detail,
+        }
+    )
+
+
+def _record_index(errors: list[RecordError], section: str, kept: int) -> int:
+    """The position in the batch of its ``kept``-th decoded record of ``section`` (the records
+    refused while decoding are not among the decoded ones)."""
+    index = kept
+    for refused in sorted(e.index for e in errors if e.section == section):
+        if refused > index:
+            break
+        index += 1
+    return index
+
+
+# A content failure is logged with its traceback at most once a minute: a device sending the
+# same payload in a loop must not fill the log.
+_CONTENT_FAILURE_LOG_INTERVAL_S = 60.0
+_content_failure_logged_at = -_CONTENT_FAILURE_LOG_INTERVAL_S
+
+
+def _log_content_failure(transport: str) -> None:
+    global _content_failure_logged_at
+    now = time.monotonic()
+    if now - _content_failure_logged_at >= _CONTENT_FAILURE_LOG_INTERVAL_S:
+        _content_failure_logged_at = now
+        log.exception("refused a %s payload our checks did not expect", transport)
+    else:
+        log.warning("refused a %s payload our checks did not expect", transport)

@@ -1,7 +1,9 @@
-"""Semantic checks on decoded readings: physical range, probe sentinels and clock plausibility.
+"""Semantic checks on decoded readings and events: physical range, probe sentinels and clock
+plausibility.
 
 Structural checks live in :mod:`shared.decode`. Here a reading is either kept (possibly flagged
 as a probe fault, with its value removed) or rejected with a reason; it is never silently dropped.
+Events get the same clock checks as readings.
 """
 
 from __future__ import annotations
@@ -32,17 +34,25 @@ class Limits:
 Row = tuple[str, str, int, float | None, int, str | None]
 
 
+def check_time(t: int, now_ms: int, limits: Limits) -> str | None:
+    """Why a measurement time (UTC ms) is not believed, or ``None`` when it is plausible."""
+    if t > now_ms + limits.max_future_skew_ms:
+        return "clock_future"
+    if t < EARLIEST_PLAUSIBLE_MS:
+        return "clock_unset"
+    if t < now_ms - limits.max_age_ms:
+        return "clock_too_old"
+    return None
+
+
 def check_reading(
     device_id: str, r: Reading, now_ms: int, limits: Limits
 ) -> tuple[Row | None, str | None]:
     """``(row, None)`` to store, or ``(None, reason)`` to reject."""
     t = r.time_ms
-    if t > now_ms + limits.max_future_skew_ms:
-        return None, "clock_future"
-    if t < EARLIEST_PLAUSIBLE_MS:
-        return None, "clock_unset"
-    if t < now_ms - limits.max_age_ms:
-        return None, "clock_too_old"
+    clock = check_time(t, now_ms, limits)
+    if clock is not None:
+        return None, clock
     value = r.value
     if value is None:  # already a probe fault, flagged by the sender
         return (device_id, r.sensor_id, t, None, r.quality, r.fault), None

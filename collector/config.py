@@ -29,9 +29,13 @@ class Settings(BaseSettings):
     mqtt_client_id: str = Field(default_factory=lambda: f"tw-collector-{socket.gethostname()}")
     mqtt_shared_group: str = protocol.SHARED_GROUP
     # While this instance is down the broker keeps queueing its share of the shared
-    # subscription; long enough to ride out a restart, short enough not to strand messages
-    # when an instance is removed for good (see docs/operations.md).
-    mqtt_session_expiry_s: int = 3600
+    # subscription. Long enough to ride out a reconnect or a restart; short, because until it
+    # expires a dead instance keeps receiving its share. Messages in an expired session are
+    # dropped by the broker; senders re-send what was not acknowledged (docs/protocol.md).
+    mqtt_session_expiry_s: int = Field(default=120, ge=0)
+    # MQTT v5 Receive Maximum: how many unacknowledged messages the broker may send us; the
+    # intake between paho's network thread and the pipeline holds that many of the largest.
+    mqtt_receive_maximum: int = Field(default=500, ge=1, le=65535)
     mqtt_keepalive_s: int = 30
 
     # CoAP ingest (UDP).

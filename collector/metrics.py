@@ -37,3 +37,8 @@ HTTP_BODY_REFUSED = Counter(
     "thermowatch_http_body_refused_total",
     "HTTP requests stopped while reading because the body passed its size limit",
 )
+MQTT_INTAKE_REFUSED = Counter(
+    "thermowatch_mqtt_refused_total",
+    "MQTT messages acknowledged to the broker without being handled (intake full, or taking "
+    "them failed); the device gets no ack and re-sends",
+)

@@ -194,8 +194,9 @@ class IngestPipeline:
     ) -> None:
         """Validate and queue a payload; ``on_done`` runs on the writer thread after commit.
 
-        With ``block`` (MQTT), waits out a database outage instead of raising: the message stays
-        unacknowledged at the broker meanwhile, so nothing is lost either way.
+        With ``block`` (MQTT, on its intake thread, never paho's network thread), waits out a
+        database outage instead of raising: the message stays unacknowledged at the broker
+        meanwhile, so nothing is lost either way.
         """
         delay = 0.1
         while True:

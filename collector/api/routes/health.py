@@ -30,7 +30,8 @@ def readyz(request: Request, response: Response) -> dict[str, object]:
         checks["writer"] = writer.healthy.is_set() or checks["database"]
     mqtt = getattr(state, "mqtt", None)
     if mqtt is not None:
-        checks["mqtt"] = mqtt.connected.is_set()
+        # As the broker sees it: connected and its keepalive answered (see MqttIngest.ready).
+        checks["mqtt"] = mqtt.ready()
     ready = all(checks.values())
     response.status_code = 200 if ready else 503
     return {"ready": ready, "checks": checks}

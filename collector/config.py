@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     ingest_queue_max_readings: int = 500_000
     # Connections committing groups in parallel (each group is still one transaction).
     ingest_writer_threads: int = 2
+    # /readyz reports not ready when a writer thread has held work this long without committing
+    # any of it (the database blocks it, or is gone).
+    ingest_writer_stall_s: float = Field(default=30.0, gt=0)
     max_payload_bytes: int = protocol.MAX_PAYLOAD_BYTES
 
     # Validation.

@@ -42,3 +42,14 @@ MQTT_INTAKE_REFUSED = Counter(
     "MQTT messages acknowledged to the broker without being handled (intake full, or taking "
     "them failed); the device gets no ack and re-sends",
 )
+QUARANTINED = Counter(
+    "thermowatch_ingest_quarantined_total",
+    "Batches whose content the database refused, stored whole in ingest_rejects as "
+    "'quarantined' instead of their records, by transport",
+    ["transport"],
+)
+QUARANTINE_LOST = Counter(
+    "thermowatch_ingest_quarantine_failed_total",
+    "Quarantined batches whose ingest_rejects row could not be written either (logged); the "
+    "sender was answered all the same",
+)

@@ -32,6 +32,8 @@ def build_writer(settings: Settings) -> GroupCommitWriter:
         max_wait_s=settings.ingest_max_wait_ms / 1000,
         queue_max_readings=settings.ingest_queue_max_readings,
         threads=settings.ingest_writer_threads,
+        stall_s=settings.ingest_writer_stall_s,
+        raw_max_bytes=settings.reject_raw_max_bytes,
     )
 
 

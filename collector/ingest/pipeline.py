@@ -61,9 +61,11 @@ class IngestPipeline:
             max_age_ms=settings.max_age_days * 86_400_000,
         )
 
-    def _raw(self, payload: bytes) -> str:
-        cap = self.settings.reject_raw_max_bytes
-        return payload[:cap].decode("utf-8", "replace")
+    def _raw(self, payload: bytes) -> bytes:
+        """The payload as stored with a reject: its bytes as they came (``ingest_rejects.raw`` is
+        bytea), up to ``reject_raw_max_bytes``; no copy when it is shorter."""
+        raw = payload[: self.settings.reject_raw_max_bytes]
+        return raw if type(raw) is bytes else bytes(raw)
 
     def prepare(
         self, payload: bytes, *, identity: str | None, transport: str, body_format: str = JSON
@@ -117,7 +119,7 @@ class IngestPipeline:
                 payload, batch.device_id, transport, "unknown_device", None, outcome=outcome
             )
 
-        work = Work(transport=transport, outcome=outcome)
+        work = Work(transport=transport, outcome=outcome, raw=self._raw(payload))
         device = batch.device_id
         rejects = work.rejects
         for err in batch.errors:
@@ -174,12 +176,16 @@ class IngestPipeline:
         *,
         outcome: Outcome | None = None,
     ) -> Work:
+        # The writer leaves the devices table alone for a batch with an error: a refused batch
+        # changes nothing about the device it names, nor creates one.
         outcome = outcome or Outcome(device_id, None, None)
         outcome.error = reason
+        raw = self._raw(payload)
         return Work(
             transport=transport,
             outcome=outcome,
-            rejects=[Reject(reason, device_id, detail, None, self._raw(payload))],
+            rejects=[Reject(reason, device_id, detail, None, raw)],
+            raw=raw,
         )
 
     def submit(

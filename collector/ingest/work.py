@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from collector.ingest.validate import Row
 from shared.decode import Event
 
+# Set as ``Outcome.error`` when the database refused a batch's content and the writer stored the
+# batch whole in ``ingest_rejects`` instead (see ``collector/ingest/writer.py``).
+QUARANTINED = "quarantined"
+
 
 @dataclass(slots=True)
 class Reject:
@@ -15,7 +19,9 @@ class Reject:
     device_id: str | None
     detail: str | None = None
     record_index: int | None = None
-    raw: str | None = None
+    # What was refused: the payload's bytes, or a record as JSON text. Stored as bytes (bytea),
+    # so that any content survives.
+    raw: bytes | str | None = None
 
 
 @dataclass(slots=True)
@@ -28,7 +34,7 @@ class Outcome:
     stored: int = 0
     duplicates: int = 0
     rejected: int = 0
-    error: str | None = None  # set when the whole batch was refused
+    error: str | None = None  # set when the whole batch was refused (or quarantined)
 
     @property
     def ackable(self) -> bool:
@@ -43,3 +49,6 @@ class Work:
     events: list[Event] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     on_done: Callable[[Outcome], None] | None = None
+    # The payload (up to ``reject_raw_max_bytes``), kept in case the database refuses the batch's
+    # content and the writer has to quarantine it whole.
+    raw: bytes | None = None

@@ -3,8 +3,15 @@
 Readings from every transport are queued here and written together: ``COPY`` into a temporary
 staging table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` into the hypertable, so a
 re-delivered batch is harmless. Each batch's ``on_done`` runs only after the commit, which is
-when transports acknowledge. A failed commit is retried (with a fresh connection) until it
-succeeds or the writer stops; nothing acknowledged is ever lost.
+when transports acknowledge.
+
+A commit can fail for two kinds of reasons. A transient one (the connection was lost, a
+serialization failure or deadlock, the server shutting down) goes away: the group is retried on a
+fresh connection until it succeeds or the writer stops, so nothing acknowledged is ever lost. A
+permanent one comes from the content (a value the database cannot hold): retrying would wedge the
+writer for every device, so the group is bisected until the batch to blame is alone, that batch
+is *quarantined* (stored whole in ``ingest_rejects`` with reason ``quarantined``, its sender
+answered) and the rest of the group commits.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import psycopg
 
 from collector import metrics
 from collector.db.connection import connect
-from collector.ingest.work import Work
+from collector.ingest.work import QUARANTINED, Work
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +86,56 @@ VALUES (timestamptz 'epoch' + %s * interval '1 millisecond', %s, %s, %s, %s, %s)
 ON CONFLICT DO NOTHING
 """
 _REJECTS = (
-    "COPY ingest_rejects (device_id, transport, reason, detail, record_index, raw) FROM STDIN"
+    "COPY ingest_rejects (device_id, transport, reason, detail, record_index, raw) "
+    "FROM STDIN (FORMAT BINARY)"
 )
+_REJECTS_TYPES = ["text", "text", "text", "text", "int4", "bytea"]
+_QUARANTINE = """
+INSERT INTO ingest_rejects (device_id, transport, reason, detail, record_index, raw)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+_BIGINT = range(-(2**63), 2**63)
+# Text columns of ingest_rejects are capped: the btree index on device_id refuses long keys, and a
+# reject must be storable whatever the device sent.
+_DEVICE_ID_MAX = 256
+_DETAIL_MAX = 1000
+
+# SQLSTATE classes that say nothing about the content: retrying the same group can succeed.
+# 08 connection exception, 40 transaction rollback (serialization failure, deadlock), 53
+# insufficient resources, 55 object not in prerequisite state (lock not available), 57 operator
+# intervention (admin shutdown, cannot connect now, statement timeout), 58 system error (I/O).
+# Class 54 (program limit exceeded, e.g. a key too long for an index) is an OperationalError too
+# but comes from the content, so it counts as permanent.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+# A standby being promoted refuses writes for a moment.
+_TRANSIENT_STATES = frozenset({"25006"})
+
+
+def is_transient(exc: BaseException, conn: psycopg.Connection | None = None) -> bool:
+    """True when the same write may succeed if retried (the connection or the server's state
+    failed), False when the content is refused and retrying would fail again."""
+    if not isinstance(exc, psycopg.Error):
+        # Raised by the client before sending: a value it cannot encode (an int beyond int8, a
+        # lone surrogate in text) is content.
+        return False
+    if conn is not None and (conn.closed or conn.broken):
+        return True
+    if isinstance(exc, psycopg.InterfaceError):
+        return True
+    state = exc.sqlstate
+    if state is None:
+        # Raised by the client: a lost connection is an OperationalError; a value it refuses to
+        # send (a NUL in a text field) is a DataError.
+        return isinstance(exc, psycopg.OperationalError)
+    return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+
+
+class Unstorable(ValueError):
+    """Content the database cannot hold, found before sending it (e.g. a seq beyond bigint)."""
 
 
 class GroupCommitWriter:
-    """A thread that owns one database connection and commits queued work in groups."""
+    """Threads that each own one database connection and commit queued work in groups."""
 
     def __init__(
         self,
@@ -94,6 +145,8 @@ class GroupCommitWriter:
         max_wait_s: float = 0.05,
         queue_max_readings: int = 500_000,
         threads: int = 2,
+        stall_s: float = 30.0,
+        raw_max_bytes: int = 4096,
     ) -> None:
         self._url = database_url
         self._max_readings = max_readings
@@ -110,13 +163,22 @@ class GroupCommitWriter:
             threading.Thread(target=self._run, name=f"group-commit-{i}", daemon=True)
             for i in range(max(1, threads))
         ]
+        self._started = False
         self._local = threading.local()
         self._listeners: list[Callable[[list[Work]], None]] = []
+        self._stall_s = stall_s
+        self._raw_max = raw_max_bytes
+        # Per writer thread holding a group: when it last committed something (or took the
+        # group). Read by readiness: a thread that holds work and commits nothing is stalled.
+        self._progress: dict[int, float] = {}
+        self._progress_lock = threading.Lock()
+        self._quarantine_logged_at = -_QUARANTINE_LOG_INTERVAL_S
         self.healthy = threading.Event()
 
     def add_commit_listener(self, listener: Callable[[list[Work]], None]) -> None:
         """Call ``listener(group)`` on the writer thread after each commit (e.g. alert rules).
 
+        The group holds the batches whose readings were committed (never quarantined ones).
         Listeners must be quick or hand the work to their own thread: they delay the next commit.
         """
         self._listeners.append(listener)
@@ -147,6 +209,7 @@ class GroupCommitWriter:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._started = True
         for thread in self._threads:
             thread.start()
 
@@ -158,6 +221,22 @@ class GroupCommitWriter:
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def stalled(self) -> str | None:
+        """Why the writer is not keeping up (for ``/readyz``), or None when it is: a thread has
+        held work for more than ``stall_s`` without committing any of it, or a thread is gone."""
+        if (
+            self._started
+            and not self._stop.is_set()
+            and not all(thread.is_alive() for thread in self._threads)
+        ):
+            return "a writer thread has stopped"
+        now = time.monotonic()
+        with self._progress_lock:
+            waited = max((now - t for t in self._progress.values()), default=0.0)
+        if waited > self._stall_s:
+            return f"work waiting and nothing committed for {waited:.0f} s"
+        return None
 
     # -- the writer thread -----------------------------------------------------------------------
 
@@ -186,49 +265,205 @@ class GroupCommitWriter:
                         break
                 group.append(work)
                 count += len(work.rows)
-            self._commit_until_done(group, count)
+            try:
+                self._commit_until_done(group)
+            except Exception:  # a bug here must not end the thread: the others would wait
+                log.exception("the writer failed on a group of %d batches", len(group))
         self._close()
 
-    def _commit_until_done(self, group: list[Work], count: int) -> None:
+    def _mark_progress(self) -> None:
+        with self._progress_lock:
+            self._progress[threading.get_ident()] = time.monotonic()
+
+    def _commit_until_done(self, group: list[Work]) -> None:
+        """Commit the group; bisect it around content the database refuses, quarantine the
+        batches to blame; retry transient failures. Then acknowledge what was done."""
+        self._mark_progress()
+        done: set[int] = set()  # id() of each batch committed or quarantined
+        quarantined: set[int] = set()
+        todo = [group]
         delay = 0.1
-        while True:
-            try:
-                started = time.perf_counter()
-                self._commit(group)
-                metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-                metrics.COMMIT_READINGS.observe(count)
-                self.healthy.set()
-                break
-            except psycopg.Error as exc:
-                metrics.DB_ERRORS.inc()
-                self.healthy.clear()
-                log.warning(
-                    "commit of %d readings failed, retrying in %.1fs: %s",
-                    count,
-                    delay,
-                    str(exc).strip(),
-                )
-                self._close()
-                if self._stop.wait(delay):
-                    # Stopping with the database down: give up. Nothing was acknowledged, so
-                    # the senders re-deliver these batches after the restart.
-                    return
-                delay = min(delay * 2, 5.0)
-        with self._room:
-            self._pending -= sum(len(w.rows) for w in group)
-            metrics.QUEUE_READINGS.set(self._pending)
-            self._room.notify_all()
-        for listener in self._listeners:
-            try:
-                listener(group)
-            except Exception:  # a listener's bug must not stop ingest
-                log.exception("commit listener failed")
-        for work in group:
+        try:
+            while todo:
+                part = todo.pop()
+                try:
+                    self._commit_part(part)
+                except Exception as exc:
+                    if self._transient(exc):
+                        if not self._backoff(delay, exc, sum(len(w.rows) for w in part)):
+                            return  # stopping: the rest is not acknowledged and is re-sent
+                        delay = min(delay * 2, 5.0)
+                        todo.append(part)
+                        continue
+                    if len(part) > 1:
+                        # Commit the halves separately: the good part of the group commits, the
+                        # content to blame ends up alone.
+                        mid = len(part) // 2
+                        todo += (part[mid:], part[:mid])
+                        continue
+                    if not self._database_takes_writes(exc):
+                        # Not the content: a write without any fails too (a schema change,
+                        # permissions). Quarantining would refuse every batch; wait instead.
+                        if not self._backoff(delay, exc, len(part[0].rows)):
+                            return
+                        delay = min(delay * 2, 5.0)
+                        todo.append(part)
+                        continue
+                    if not self._quarantine(part[0], exc):
+                        return
+                    quarantined.add(id(part[0]))
+                delay = 0.1
+                done.update(id(w) for w in part)
+                self._mark_progress()
+        finally:
+            with self._progress_lock:
+                self._progress.pop(threading.get_ident(), None)
+            with self._room:
+                self._pending -= sum(len(w.rows) for w in group)
+                metrics.QUEUE_READINGS.set(self._pending)
+                self._room.notify_all()
+            self._finish([w for w in group if id(w) in done], quarantined)
+
+    def _finish(self, finished: list[Work], quarantined: set[int]) -> None:
+        committed = [w for w in finished if id(w) not in quarantined]
+        if committed:
+            for listener in self._listeners:
+                try:
+                    listener(committed)
+                except Exception:  # a listener's bug must not stop ingest
+                    log.exception("commit listener failed")
+        for work in finished:
             if work.on_done is not None:
                 try:
                     work.on_done(work.outcome)
                 except Exception:  # one transport's failure to ack must not stop the writer
                     log.exception("acknowledging a batch failed")
+
+    def _commit_part(self, part: list[Work]) -> None:
+        started = time.perf_counter()
+        self._commit(part)
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.COMMIT_READINGS.observe(sum(len(w.rows) for w in part))
+        self.healthy.set()
+
+    def _backoff(self, delay: float, exc: BaseException, count: int) -> bool:
+        """After a transient failure: wait ``delay`` on a fresh connection; False if stopping."""
+        metrics.DB_ERRORS.inc()
+        self.healthy.clear()
+        log.warning(
+            "commit of %d readings failed, retrying in %.1fs: %s",
+            count,
+            delay,
+            _one_line(exc),
+        )
+        self._close()
+        # Stopping with the database down: give up. Nothing unfinished was acknowledged, so the
+        # senders re-deliver those batches after the restart.
+        return not self._stop.wait(delay)
+
+    def _transient(self, exc: BaseException) -> bool:
+        """Classify a failed transaction (see :func:`is_transient`), and close the connection
+        if the failure left it unfit for the next one."""
+        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
+        transient = is_transient(exc, conn)
+        if (
+            conn is not None
+            and not conn.closed
+            and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        ):
+            self._close()
+        return transient
+
+    def _database_takes_writes(self, exc: BaseException) -> bool:
+        """Whether a write like ours without any device content succeeds (rolled back), so a
+        server-side refusal of one batch is that batch's fault. Errors raised by the client
+        (before sending) always are."""
+        if not isinstance(exc, psycopg.Error) or exc.sqlstate is None:
+            return True
+        try:
+            conn = self._connection()
+            with conn.transaction(force_rollback=True), conn.cursor() as cur:
+                cur.execute(_INSERT)  # the staging table is empty
+                cur.execute(_SENSORS)
+                cur.execute(_DEVICES, ([], [], [], []))
+                cur.execute(_EVENTS, (0, "", "", "", None, None))
+                cur.execute(_QUARANTINE, (None, "", "", None, None, b""))
+        except Exception as probe:
+            if not self._transient(probe):
+                log.error(
+                    "the database refuses writes without device content: %s", _one_line(probe)
+                )
+            return False
+        return True
+
+    def _quarantine(self, work: Work, exc: BaseException) -> bool:
+        """Store the batch whole as a reject instead of its records, and answer its sender with
+        the error ``quarantined``. False only when stopping with the database unreachable."""
+        o = work.outcome
+        device = o.device_id or next((r.device_id for r in work.rejects if r.device_id), None)
+        # A refused batch keeps its payload in its reject.
+        raw: bytes | str | None = work.raw
+        if raw is None:
+            raw = next((r.raw for r in work.rejects if r.raw is not None), None)
+        reason = f"{type(exc).__name__}: {_one_line(exc)}"
+        candidates = [
+            (
+                _text(device, _DEVICE_ID_MAX),
+                work.transport,
+                QUARANTINED,
+                _text(reason, _DETAIL_MAX),
+                None,
+                _raw(raw, self._raw_max),
+            ),
+            # If even that is refused: what cannot fail, so the sender still gets its answer.
+            (
+                _ascii(device, 64),
+                _ascii(work.transport, 32),
+                QUARANTINED,
+                type(exc).__name__,
+                None,
+                None,
+            ),
+        ]
+        stored = False
+        delay = 0.1
+        for row in candidates:
+            while True:
+                try:
+                    conn = self._connection()
+                    with conn.transaction():
+                        conn.execute(_QUARANTINE, row)
+                    stored = True
+                except Exception as failure:
+                    if self._transient(failure):
+                        if not self._backoff(delay, failure, 0):
+                            return False
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    log.error("could not store a quarantined batch: %s", _one_line(failure))
+                break
+            if stored:
+                break
+        o.error = QUARANTINED
+        o.stored = o.duplicates = 0
+        o.rejected = max(1, len(work.rows) + len(work.events) + len(work.rejects))
+        metrics.QUARANTINED.labels(work.transport).inc()
+        if stored:
+            metrics.REJECTS.labels(QUARANTINED).inc()
+        else:
+            metrics.QUARANTINE_LOST.inc()
+        now = time.monotonic()
+        if now - self._quarantine_logged_at >= _QUARANTINE_LOG_INTERVAL_S:
+            # At most once a minute: a device sending the same payload in a loop must not fill
+            # the log (the counter has them all).
+            self._quarantine_logged_at = now
+            log.warning(
+                "quarantined a %s batch from %r that the database refused: %s",
+                work.transport,
+                _text(device, _DEVICE_ID_MAX),
+                _text(reason, _DETAIL_MAX),
+            )
+        return True
 
     def _close(self) -> None:
         conn: psycopg.Connection | None = getattr(self._local, "conn", None)
@@ -270,17 +505,21 @@ class GroupCommitWriter:
             if events:
                 cur.executemany(_EVENTS, events)
             if any(w.rejects for w in group):
+                raw_max = self._raw_max
                 with cur.copy(_REJECTS) as copy:
+                    copy.set_types(_REJECTS_TYPES)
                     for work in group:
                         for rej in work.rejects:
+                            # Device content in text columns: a NUL would make the whole group
+                            # fail (text cannot hold it); raw keeps every byte.
                             copy.write_row(
                                 (
-                                    rej.device_id,
+                                    _text(rej.device_id, _DEVICE_ID_MAX),
                                     work.transport,
-                                    rej.reason,
-                                    rej.detail,
+                                    _text(rej.reason, _DETAIL_MAX),
+                                    _text(rej.detail, _DETAIL_MAX),
                                     rej.record_index,
-                                    rej.raw,
+                                    _raw(rej.raw, raw_max),
                                 )
                             )
         self._attribute(group, inserted)
@@ -290,7 +529,13 @@ class GroupCommitWriter:
         latest: dict[str, tuple[str, int]] = {}
         for work in group:
             o = work.outcome
-            if o.device_id is not None and o.boot_id is not None and o.seq is not None:
+            # A refused batch (device_mismatch, unknown_device, ...) changes nothing about the
+            # device it names: it must not keep a dead device "online" nor create a device row.
+            if o.error is None and o.device_id is not None and o.boot_id is not None:
+                if o.seq is None:
+                    continue
+                if o.seq not in _BIGINT:
+                    raise Unstorable(f"seq {o.seq} does not fit a bigint")
                 latest[o.device_id] = (o.boot_id, o.seq)
         if not latest:
             return
@@ -324,3 +569,40 @@ class GroupCommitWriter:
         for transport, (stored, dups) in per_transport.items():
             metrics.READINGS_STORED.labels(transport).inc(stored)
             metrics.READINGS_DUPLICATE.labels(transport).inc(dups)
+
+
+_QUARANTINE_LOG_INTERVAL_S = 60.0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _text(value: str | None, limit: int) -> str | None:
+    """Device content as text PostgreSQL takes: no NUL (text cannot hold one), valid UTF-8 (no
+    lone surrogates), at most ``limit`` characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    if len(value) > limit:
+        value = value[:limit]
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii():
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _ascii(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    return "".join(c for c in str(value)[:limit] if " " <= c <= "~")
+
+
+def _raw(raw: bytes | str | None, limit: int) -> bytes | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    return bytes(raw[:limit])

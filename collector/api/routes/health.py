@@ -18,6 +18,7 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request, response: Response) -> dict[str, object]:
     state = request.app.state
     checks: dict[str, bool] = {}
+    reasons: dict[str, str] = {}
     try:
         with state.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -28,13 +29,22 @@ def readyz(request: Request, response: Response) -> dict[str, object]:
     if writer is not None:
         # A writer that has not committed yet is healthy unless the database is down.
         checks["writer"] = writer.healthy.is_set() or checks["database"]
+        # Work waiting and nothing committed: a database that answers SELECT 1 can still block or
+        # refuse every write.
+        stall = writer.stalled()
+        if stall is not None:
+            checks["writer"] = False
+            reasons["writer"] = stall
     mqtt = getattr(state, "mqtt", None)
     if mqtt is not None:
         # As the broker sees it: connected and its keepalive answered (see MqttIngest.ready).
         checks["mqtt"] = mqtt.ready()
     ready = all(checks.values())
     response.status_code = 200 if ready else 503
-    return {"ready": ready, "checks": checks}
+    body: dict[str, object] = {"ready": ready, "checks": checks}
+    if reasons:
+        body["reasons"] = reasons
+    return body
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -15,6 +15,7 @@ from aiocoap.pipe import Pipe
 
 from collector.ingest.pipeline import CBOR, JSON, IngestPipeline, Overloaded
 from shared import protocol as p
+from shared.decode import BatchError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,12 @@ class ReadingsResource(resource.Resource, resource.PathCapable):
             )
         except Overloaded:
             return aiocoap.Message(code=aiocoap.SERVICE_UNAVAILABLE, payload=b"busy")
+        except BatchError as exc:
+            # The pipeline refuses content without raising; should a refusal escape anyway, it
+            # is still the sender's 4.00, not the 4.08 render_to_pipe gives other ValueErrors.
+            return aiocoap.Message(code=aiocoap.BAD_REQUEST, payload=exc.reason.encode())
+        if outcome.error == "oversize":
+            return aiocoap.Message(code=aiocoap.REQUEST_ENTITY_TOO_LARGE, payload=b"oversize")
         if outcome.error and not outcome.ackable:
             return aiocoap.Message(code=aiocoap.BAD_REQUEST, payload=outcome.error.encode())
         if outcome.error:

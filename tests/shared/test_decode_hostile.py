@@ -3,21 +3,18 @@ reason, the good records of its batch are kept, and nothing but BatchError comes
 
 from __future__ import annotations
 
-import copy
 import datetime
 import decimal
 import fractions
 import ipaddress
 import json
-import os
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import cbor2
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import protocol as p
@@ -36,6 +33,7 @@ from shared.decode import (
     parse_cbor,
     parse_payload,
 )
+from tests.support.hostile import CBOR_VALUES, JSON_VALUES, fuzz_settings, mutated_batches
 
 T0 = 1_763_900_000
 GOOD = ["s1", 0, 20.5, 0]
@@ -410,18 +408,6 @@ def _model(records: list[list[Any]]) -> tuple[list[int], list[int]]:
     return kept, conflicting
 
 
-def _fuzz_settings(max_examples: int) -> Any:
-    return settings(
-        max_examples=max_examples,
-        # The same examples on every run, so the suite's verdict does not depend on luck;
-        # explore further with THERMOWATCH_FUZZ_RANDOM=1 (new examples each run).
-        derandomize=not os.environ.get("THERMOWATCH_FUZZ_RANDOM"),
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
 _small_records = st.lists(
     st.tuples(
         st.sampled_from(["s1", "s2", "s3"]),
@@ -433,7 +419,7 @@ _small_records = st.lists(
 )
 
 
-@_fuzz_settings(300)
+@fuzz_settings(300)
 @given(_small_records)
 def test_duplicates_are_found_as_a_plain_set_of_sensor_and_time_finds_them(
     records: list[list[Any]],
@@ -450,90 +436,6 @@ def test_duplicates_are_found_as_a_plain_set_of_sensor_and_time_finds_them(
 
 # A mutation fuzzer over valid batches: whatever is put anywhere, the decoder either refuses the
 # batch with a BatchError or accounts for every record as a reading or a reject.
-
-_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.sampled_from([2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**400, -(10**400), 10**4000])
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=70)
-    | st.sampled_from(["s1", "crc", "anomaly", "threshold_high", "", "\x00"])
-)
-_json_values = st.recursive(
-    _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-_cbor_values = st.recursive(
-    _scalars
-    | st.binary(max_size=12)
-    | st.datetimes(timezones=st.just(datetime.UTC))
-    | st.decimals(allow_nan=False, places=3)
-    | st.frozensets(st.integers(-5, 5), max_size=3)
-    | st.just(cbor2.undefined)
-    | st.builds(
-        cbor2.CBORTag,
-        st.integers(6, 2**32).filter(lambda t: t not in (24, 25, 28, 29, 256)),
-        _scalars,
-    ),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
-
-
-@st.composite
-def _valid_batches(draw: st.DrawFn) -> dict[str, Any]:
-    readings: list[list[Any]] = []
-    for i in range(draw(st.integers(0, 12))):
-        sensor = draw(st.sampled_from(["s1", "s2", "28-0316a2794b2f"]))
-        if draw(st.integers(0, 9)) == 0:
-            readings.append([sensor, i * 1000, None, 1, "crc"])
-        else:
-            readings.append(
-                [sensor, i * 1000, draw(st.floats(-40, 125)), draw(st.sampled_from([0, 2]))]
-            )
-    events = [["s1", i * 1000, "anomaly", 25.0, 4.5] for i in range(draw(st.integers(0, 3)))]
-    return {"v": 1, "dev": "d1", "seq": 7, "boot": "b1", "t0": T0, "r": readings, "ev": events}
-
-
-def _slots(node: Any, depth: int = 0) -> Iterator[tuple[Any, Any]]:
-    """Every (container, key) of a parsed batch, the batch itself first."""
-    if depth > 4:
-        return
-    if isinstance(node, dict):
-        for key in list(node):
-            yield node, key
-            yield from _slots(node[key], depth + 1)
-    elif isinstance(node, list):
-        for index in range(len(node)):
-            yield node, index
-            yield from _slots(node[index], depth + 1)
-
-
-@st.composite
-def _mutated(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> dict[str, Any]:
-    batch = draw(_valid_batches())
-    for _ in range(draw(st.integers(1, 4))):
-        slots = list(_slots(batch))
-        if not slots:
-            break
-        container, key = draw(st.sampled_from(slots))
-        operation = draw(st.sampled_from(["replace", "replace", "delete", "nest", "repeat"]))
-        if operation == "replace":
-            container[key] = draw(values)
-        elif operation == "delete":
-            del container[key]
-        elif operation == "nest":
-            container[key] = draw(st.sampled_from([[container[key]], {"x": container[key]}]))
-        elif isinstance(container, list):
-            container.insert(key, copy.deepcopy(container[key]))
-    return batch
-
 
 BATCH_REASONS = {
     "malformed_batch",
@@ -570,8 +472,8 @@ def _assert_accounted_for(obj: Any) -> None:
         assert reading.value is None or type(reading.value) is float
 
 
-@_fuzz_settings(400)
-@given(_mutated(_json_values))
+@fuzz_settings(400)
+@given(mutated_batches(JSON_VALUES, T0))
 def test_a_mutated_batch_is_decoded_or_refused_from_objects_and_json(batch: dict[str, Any]) -> None:
     _assert_accounted_for(batch)
     payload = json.dumps(batch, allow_nan=True).encode()
@@ -583,8 +485,8 @@ def test_a_mutated_batch_is_decoded_or_refused_from_objects_and_json(batch: dict
     _assert_accounted_for(parsed)
 
 
-@_fuzz_settings(300)
-@given(_mutated(_cbor_values))
+@fuzz_settings(300)
+@given(mutated_batches(CBOR_VALUES, T0))
 def test_a_mutated_batch_is_decoded_or_refused_from_cbor(batch: dict[str, Any]) -> None:
     _assert_accounted_for(batch)
     try:
@@ -595,7 +497,7 @@ def test_a_mutated_batch_is_decoded_or_refused_from_cbor(batch: dict[str, Any]) 
     _assert_accounted_for(parsed)
 
 
-@_fuzz_settings(200)
+@fuzz_settings(200)
 @given(st.binary(max_size=300), st.integers(0, 200))
 def test_mutated_bytes_are_decoded_or_refused(noise: bytes, at: int) -> None:
     for encoded in (

@@ -11,6 +11,7 @@ from collector.api.body_limit import BodyTooLarge
 from collector.api.deps import DeviceIdentity, Pipeline
 from collector.ingest.pipeline import CBOR, JSON, Overloaded
 from shared import protocol as p
+from shared.decode import BatchError
 
 router = APIRouter(tags=["ingest"])
 
@@ -46,6 +47,12 @@ async def ingest(request: Request, pipeline: Pipeline, identity: DeviceIdentity)
         )
     except Overloaded:
         raise HTTPException(status_code=503, detail="busy", headers={"Retry-After": "1"}) from None
+    except BatchError as exc:
+        # The pipeline refuses content without raising; should a refusal escape anyway, it is
+        # still the sender's 400, never a 500.
+        raise HTTPException(status_code=400, detail=exc.reason) from None
+    if outcome.error == "oversize":
+        raise HTTPException(status_code=413, detail="oversize")
     if outcome.error and not outcome.ackable:
         raise HTTPException(status_code=400, detail=outcome.error)
     if outcome.error:

@@ -24,6 +24,7 @@ from edge.config import EdgeSettings, PushedConfig, apply_pushed
 from edge.detect import SensorDetectors
 from edge.forward import Forwarder, build_forwarder
 from edge.relay import Relay, RelayItem
+from edge.sampler import Sample, Sampler
 from edge.sdnotify import Notifier
 from edge.sensors import Sensor, build_sensor
 from edge.spool import KIND_EVENTS, KIND_READINGS, Batch, EventRow, Spool
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 META_DETECTORS = "detectors"
 META_PUSHED = "pushed_config"
 META_STATUS = "status"
-
-Sample = tuple[str, int, float | None, str | None, tuple[float, float]]
 
 
 class Agent:
@@ -124,7 +123,7 @@ class Agent:
             self.relay.start()
         for sensor in self.sensors:
             t = threading.Thread(
-                target=self._sample_loop, args=(sensor,), name=f"sensor-{sensor.sensor_id}"
+                target=self._sampler(sensor).run, name=f"sensor-{sensor.sensor_id}"
             )
             t.daemon = True
             t.start()
@@ -164,23 +163,15 @@ class Agent:
 
     # -- sampling (one thread per sensor) -------------------------------------------------------
 
-    def _sample_loop(self, sensor: Sensor) -> None:
+    def _sampler(self, sensor: Sensor) -> Sampler:
         sid = sensor.sensor_id
-        next_at = time.monotonic()
-        while not self._stop.is_set():
-            now = self.wall_clock()
-            try:
-                value, fault = sensor.read(now)
-            except Exception:  # a driver bug must become a flagged reading, not a dead thread
-                log.exception("sensor %s read failed", sid)
-                value, fault = None, protocol.FAULT_READ_ERROR
-            self.samples.put((sid, int(now * 1000), value, fault, sensor.range_c))
-            next_at += self.periods.get(sid, self.settings.sample_period_s)
-            delay = next_at - time.monotonic()
-            if delay < 0:
-                next_at = time.monotonic()  # fell behind (slow bus): do not burst to catch up
-                delay = 0
-            self._stop.wait(delay)
+        return Sampler(
+            sensor,
+            period_s=lambda: self.periods.get(sid, self.settings.sample_period_s),
+            emit=self.samples.put,
+            wait=self._stop.wait,
+            wall_clock=self.wall_clock,
+        )
 
     # -- main loop --------------------------------------------------------------------------------
 
@@ -301,8 +292,10 @@ class Agent:
         s = self.settings
         if not self.forwarder.connected:
             return
-        # Events first: an alert must not wait behind an outage's backlog.
-        while self._pending_events > 0:
+        # Events first: an alert must not wait behind an outage's backlog. They take a place in
+        # the window like readings: sent without one, every event batch of an outage would be
+        # re-sent on every ack timeout until the collector is back.
+        while self._pending_events > 0 and len(self.outstanding) < s.max_inflight_batches:
             batch = self.spool.next_batch(KIND_EVENTS, self.boot_id, protocol.MAX_EVENTS_PER_BATCH)
             if batch is None:
                 self._pending_events = 0

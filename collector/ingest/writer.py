@@ -283,13 +283,22 @@ class GroupCommitWriter:
         quarantined: set[int] = set()
         todo = [group]
         delay = 0.1
+        probed = False  # a write without content succeeded since the last transient failure
         try:
             while todo:
                 part = todo.pop()
                 try:
                     self._commit_part(part)
                 except Exception as exc:
-                    if self._transient(exc):
+                    transient = self._transient(exc)
+                    if not transient and not probed and _from_server(exc):
+                        # Before blaming the content: does a write without any fail too (a
+                        # schema change, permissions)? Then quarantining would refuse every
+                        # batch; retry instead, as for a transient failure.
+                        probed = self._database_takes_writes()
+                        transient = not probed
+                    if transient:
+                        probed = False
                         if not self._backoff(delay, exc, sum(len(w.rows) for w in part)):
                             return  # stopping: the rest is not acknowledged and is re-sent
                         delay = min(delay * 2, 5.0)
@@ -300,14 +309,6 @@ class GroupCommitWriter:
                         # content to blame ends up alone.
                         mid = len(part) // 2
                         todo += (part[mid:], part[:mid])
-                        continue
-                    if not self._database_takes_writes(exc):
-                        # Not the content: a write without any fails too (a schema change,
-                        # permissions). Quarantining would refuse every batch; wait instead.
-                        if not self._backoff(delay, exc, len(part[0].rows)):
-                            return
-                        delay = min(delay * 2, 5.0)
-                        todo.append(part)
                         continue
                     if not self._quarantine(part[0], exc):
                         return
@@ -374,12 +375,9 @@ class GroupCommitWriter:
             self._close()
         return transient
 
-    def _database_takes_writes(self, exc: BaseException) -> bool:
-        """Whether a write like ours without any device content succeeds (rolled back), so a
-        server-side refusal of one batch is that batch's fault. Errors raised by the client
-        (before sending) always are."""
-        if not isinstance(exc, psycopg.Error) or exc.sqlstate is None:
-            return True
+    def _database_takes_writes(self) -> bool:
+        """Whether a write like ours without any device content succeeds (rolled back), so that
+        the server's refusal of a group is its content's fault."""
         try:
             conn = self._connection()
             with conn.transaction(force_rollback=True), conn.cursor() as cur:
@@ -483,6 +481,8 @@ class GroupCommitWriter:
         return conn
 
     def _commit(self, group: list[Work]) -> None:
+        # Checked before anything is sent, so that bisecting around such a batch costs nothing.
+        devices = self._device_updates(group)
         conn = self._connection()
         with conn.transaction(), conn.cursor() as cur:
             with cur.copy(
@@ -495,7 +495,7 @@ class GroupCommitWriter:
                     for row in work.rows:
                         write(row)
             inserted: dict[str, int] = dict(cur.execute(_INSERT).fetchall())
-            self._write_devices(cur, group)
+            self._write_devices(cur, devices)
             cur.execute(_SENSORS)
             events = [
                 (e.time_ms, w.outcome.device_id, e.sensor_id, e.kind, e.value, e.detail)
@@ -525,7 +525,8 @@ class GroupCommitWriter:
         self._attribute(group, inserted)
 
     @staticmethod
-    def _write_devices(cur: psycopg.Cursor, group: list[Work]) -> None:
+    def _device_updates(group: list[Work]) -> dict[str, tuple[str, int]]:
+        """Each device's latest boot id and seq in the group, from the batches it accepted."""
         latest: dict[str, tuple[str, int]] = {}
         for work in group:
             o = work.outcome
@@ -537,6 +538,10 @@ class GroupCommitWriter:
                 if o.seq not in _BIGINT:
                     raise Unstorable(f"seq {o.seq} does not fit a bigint")
                 latest[o.device_id] = (o.boot_id, o.seq)
+        return latest
+
+    @staticmethod
+    def _write_devices(cur: psycopg.Cursor, latest: dict[str, tuple[str, int]]) -> None:
         if not latest:
             return
         now = cur.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
@@ -572,6 +577,11 @@ class GroupCommitWriter:
 
 
 _QUARANTINE_LOG_INTERVAL_S = 60.0
+
+
+def _from_server(exc: BaseException) -> bool:
+    """A refusal by the server (errors the client raises before sending are the content's)."""
+    return isinstance(exc, psycopg.Error) and exc.sqlstate is not None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -72,6 +72,11 @@ def counter(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def execute(url: str, sql: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
 def rejects(url: str) -> list[tuple[Any, ...]]:
     return query(
         url,
@@ -364,3 +369,78 @@ def test_a_batch_from_an_unknown_device_creates_no_row_but_its_reject(
     assert [(r[0], r[2], bytes(r[5])) for r in rejects(migrated_url)] == [
         ("stranger", "unknown_device", payload)
     ]
+
+
+def test_a_quarantine_the_database_refuses_falls_back_to_a_bare_row_then_to_a_count(
+    migrated_url: str,
+) -> None:
+    now_ms = int(time.time() * 1000)
+    # The database refuses quarantine rows that carry a payload, then every quarantine row.
+    execute(
+        migrated_url,
+        """
+        CREATE FUNCTION refuse_reject() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.reason = 'quarantined' AND (NEW.raw IS NOT NULL OR NEW.device_id = 'bare-too')
+            THEN RAISE EXCEPTION 'refused';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_reject BEFORE INSERT ON ingest_rejects
+            FOR EACH ROW EXECUTE FUNCTION refuse_reject();
+        """,
+    )
+    answers = Answers()
+    writer = GroupCommitWriter(migrated_url, threads=1)
+    lost_before = counter("thermowatch_ingest_quarantine_failed_total")
+    for device in ("bare", "bare-too"):
+        writer.submit(
+            Work(
+                "mqtt",
+                Outcome(device, 2**64, "b"),
+                rows=[(device, "s1", now_ms, 20.0, 0, None)],
+                raw=HOSTILE_BYTES,
+                on_done=answers.callback(device),
+            )
+        )
+    writer.submit(good_work(answers, "fine", 1, now_ms))
+    writer.start()
+    try:
+        answers.wait(["bare", "bare-too", "fine/1"])
+        assert answers.outcomes["bare"][0].error == QUARANTINED
+        assert answers.outcomes["bare-too"][0].error == QUARANTINED
+        assert answers.outcomes["fine/1"][0].stored == 3
+        assert [(r[0], r[2], r[3], r[5]) for r in rejects(migrated_url)] == [
+            ("bare", QUARANTINED, "Unstorable", None)
+        ]
+        assert counter("thermowatch_ingest_quarantine_failed_total") == lost_before + 1
+    finally:
+        writer.stop()
+
+
+def test_a_failure_that_is_not_the_contents_fault_is_retried_not_quarantined(
+    migrated_url: str,
+) -> None:
+    now_ms = int(time.time() * 1000)
+    answers = Answers()
+    writer = GroupCommitWriter(migrated_url, threads=1)
+    writer.start()
+    errors_before = counter("thermowatch_database_errors_total")
+    # A schema change under the running writer: every write fails, with or without content.
+    execute(migrated_url, "ALTER TABLE sensors RENAME COLUMN last_fault TO renamed")
+    try:
+        writer.submit(good_work(answers, "dev", 1, now_ms))
+        wait_for(
+            lambda: counter("thermowatch_database_errors_total") >= errors_before + 2,
+            30,
+            what="the writer retrying",
+        )
+        assert "dev/1" not in answers.outcomes
+        assert rejects(migrated_url) == []
+        execute(migrated_url, "ALTER TABLE sensors RENAME COLUMN renamed TO last_fault")
+        answers.wait(["dev/1"])
+        assert answers.outcomes["dev/1"][0].error is None
+        assert answers.outcomes["dev/1"][0].stored == 3
+        assert rejects(migrated_url) == []
+    finally:
+        writer.stop()

@@ -3,7 +3,7 @@
 
 Collectors are stateless; this is only a cache, so several instances agree through the database.
 It is warmed with every device in one query at start-up and looks up misses on a small pool of
-persistent connections: a lookup runs on the MQTT network thread, so it must never pay for a new
+persistent connections: a lookup runs on the MQTT intake thread, so it must never pay for a new
 connection.
 """
 

@@ -171,10 +171,10 @@ HOSTILE_JSON_ENVELOPES = [
     ("version of 5000 digits", _json([], v=HUGE), "unsupported_version"),
     ("version nested", _json([], v="[[[[1]]]]"), "unsupported_version"),
     ("readings nested beyond orjson's depth", _json(["[" * 30000 + "]" * 30000]), "malformed_json"),
-    ("nested with a NaN", _json(["[" * 40 + "]" * 40, '["s1",0,NaN,0]']), "malformed_json"),
+    ("nested with a NaN", _json(["[" * 3000 + "]" * 3000, '["s1",0,NaN,0]']), "malformed_json"),
     (
         "objects nested with a NaN",
-        b'{"v":NaN,"x":' + b'{"a":' * 40 + b"1" + b"}" * 41,
+        b'{"v":NaN,"x":' + b'{"a":' * 3000 + b"1" + b"}" * 3001,
         "malformed_json",
     ),
     ("not UTF-8 with a NaN", b'{"v":NaN,"dev":"\xff"}', "malformed_json"),
@@ -205,6 +205,17 @@ def test_a_batch_nested_as_deep_as_orjson_reads_keeps_its_good_records() -> None
     assert batch.readings == KEPT
     assert [(e.index, e.reason) for e in batch.errors] == [(1, "malformed_record")]
     _assert_raw_is_safe(batch.errors)
+
+
+def test_a_deep_record_beside_a_nan_is_rejected_alone() -> None:
+    # NaN sends the batch to the standard library's parser, which reads this depth too.
+    deep = "[" * 500 + "]" * 500
+    batch = decode_batch(_json([json.dumps(GOOD), deep, '["s1",0,NaN,0]', json.dumps(GOOD2)]))
+    assert batch.readings == KEPT
+    assert [(e.index, e.reason) for e in batch.errors] == [
+        (1, "malformed_record"),
+        (2, "not_a_number"),
+    ]
 
 
 def _cyclic() -> list[Any]:

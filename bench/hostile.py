@@ -11,6 +11,7 @@ prints one JSON line last on stdout (progress goes to stderr).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -176,6 +177,34 @@ class Attacker(threading.Thread):
         self.client.loop_stop()
 
 
+class HttpAttacker(threading.Thread):
+    """One device posting 64 MiB bodies to HTTP ingest from a few connections at once."""
+
+    BODY = b"[" * (64 * 1024 * 1024)
+    CONNECTIONS = 4
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url + p.HTTP_INGEST_PATH
+        self.stop = threading.Event()
+        self.sent = 0
+
+    def _one(self) -> None:
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                self.sent += 1
+                # The collector stops reading past its limit and closes: an error is expected.
+                with contextlib.suppress(httpx.HTTPError):
+                    http.post(self.url, content=self.BODY)
+
+    def run(self) -> None:
+        workers = [threading.Thread(target=self._one, daemon=True) for _ in range(self.CONNECTIONS)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+
 class ReadinessProbe(threading.Thread):
     """Samples /readyz every 0.25 s; the share of samples that said ready."""
 
@@ -198,10 +227,28 @@ class ReadinessProbe(threading.Thread):
         return sum(self.samples) / len(self.samples) if self.samples else 0.0
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """The collector's peak resident memory so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _phase(
-    name: str, canary: Canary, collector: Collector, make: Callable[[int], bytes] | None, port: int
+    name: str,
+    canary: Canary,
+    collector: Collector,
+    make: Callable[[int], bytes] | None,
+    port: int,
+    *,
+    http: bool = False,
 ) -> dict[str, Any]:
-    attacker = Attacker(port, make) if make is not None else None
+    attacker: Attacker | HttpAttacker | None = None
+    if http:
+        attacker = HttpAttacker(collector.url)
+    elif make is not None:
+        attacker = Attacker(port, make)
     probe = ReadinessProbe(collector.url)
     probe.start()
     if attacker is not None:
@@ -222,6 +269,7 @@ def _phase(
         "canary_ack_p99_ms": round(percentile(lat, 99), 1) if lat else None,
         "collector_ready_share": round(probe.ready_share, 3),
         "collector_alive": collector.proc is not None and collector.proc.poll() is None,
+        "collector_peak_rss_mb": round(_peak_rss_mb(collector.pid), 1),
     }
     log(json.dumps(result))
     return result
@@ -239,6 +287,9 @@ def main() -> dict[str, Any]:
             phases = [_phase("none (reference)", canary, collector, None, broker.port)]
             for name, make in _attacks().items():
                 phases.append(_phase(name, canary, collector, make, broker.port))
+            phases.append(
+                _phase("http_64_mib_bodies", canary, collector, None, broker.port, http=True)
+            )
         finally:
             canary.close()
         machine = machine_description(db.url)
@@ -269,7 +320,8 @@ def main() -> dict[str, Any]:
 def _write_doc(result: dict[str, Any]) -> None:
     rows = "\n".join(
         f"| {ph['class']} | {ph['attack_messages']} | {ph['canary_ack_p50_ms']} | "
-        f"{ph['canary_ack_p99_ms']} | {ph['canary_unacked']} | {ph['collector_ready_share']} |"
+        f"{ph['canary_ack_p99_ms']} | {ph['canary_unacked']} | {ph['collector_ready_share']} | "
+        f"{ph['collector_peak_rss_mb']} |"
         for ph in result["phases"]
     )
     machine = ", ".join(f"{k}: {v}" for k, v in result["machine"].items())
@@ -285,8 +337,8 @@ application ack. The first row is the canary alone, measured in the same run. Go
 under {result["goal_p99_ms"]:.0f} ms and every canary batch acknowledged, under every class
 (goal met: **{"yes" if result["goal_met"] else "no"}**).
 
-| attack class | attack msgs | canary p50 ms | canary p99 ms | unacked | ready share |
-|---|---|---|---|---|---|
+| attack class | attack msgs | canary p50 ms | canary p99 ms | unacked | ready share | peak RSS MB |
+|---|---|---|---|---|---|---|
 {rows}
 
 Machine: {machine}.

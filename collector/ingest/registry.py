@@ -37,6 +37,11 @@ class DeviceRegistry:
             kwargs={"autocommit": True},
             open=False,
             name="device-registry",
+            # The pool's reconnect backoff doubles without a cap (1, 2, 4 ... 64 s): after a
+            # minute's outage ingest would wait up to another minute once the database is back.
+            # Callers retry on their own (the MQTT intake waits out an outage), so the pool gives
+            # up soon and the next lookup starts a fresh attempt at once.
+            reconnect_timeout=10.0,
         )
 
     def open(self) -> None:

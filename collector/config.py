@@ -6,9 +6,10 @@ import socket
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from collector.broker import identity
 from shared import protocol
 
 
@@ -19,15 +20,17 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/thermowatch"
 
-    # MQTT ingest. The client id must be stable across restarts so the broker keeps the
-    # persistent session (and its unacknowledged messages) for this instance.
+    # MQTT ingest. Empty client id and group: derived from the secret key, so devices cannot
+    # guess them (collector/broker/identity.py). The client id is stable across restarts of an
+    # instance, so the broker keeps its persistent session (and its unacknowledged messages).
+    # The presence and broker-admin connections use it with a suffix.
     mqtt_enabled: bool = True
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     mqtt_username: str | None = None
     mqtt_password: str | None = None
-    mqtt_client_id: str = Field(default_factory=lambda: f"tw-collector-{socket.gethostname()}")
-    mqtt_shared_group: str = protocol.SHARED_GROUP
+    mqtt_client_id: str = ""
+    mqtt_shared_group: str = ""
     # While this instance is down the broker keeps queueing its share of the shared
     # subscription. Long enough to ride out a reconnect or a restart; short, because until it
     # expires a dead instance keeps receiving its share. Messages in an expired session are
@@ -79,7 +82,12 @@ class Settings(BaseSettings):
     login_failure_window_s: int = 300
 
     # Broker authentication and ACLs, generated from the database (empty: not managed here).
+    # Devices' accounts go to the password file, read by the devices' listener (which has
+    # use_username_as_clientid, so no device can connect under another's client id); the
+    # collectors' account goes to a file of its own, read only by the collectors' listener.
+    # Without the collectors' file both go to the one file (one listener, no binding).
     broker_password_file: str | None = None
+    broker_collector_password_file: str | None = None
     broker_acl_file: str | None = None
     # How to make Mosquitto re-read them: SIGHUP to the pid in this file, or run this command.
     broker_pid_file: str | None = None
@@ -131,6 +139,17 @@ class Settings(BaseSettings):
     # Committed samples waiting for evaluation; past this the heaviest home's oldest work is
     # shed (stored, not evaluated; thermowatch_alert_shed_total).
     alerts_backlog_max_samples: int = Field(default=100_000, ge=1)
+
+    @model_validator(mode="after")
+    def _derive_broker_names(self) -> Settings:
+        secret = self.secret_key.get_secret_value() if self.secret_key else None
+        if not self.mqtt_client_id:
+            self.mqtt_client_id = identity.collector_client_id(
+                secret, socket.gethostname(), self.http_port
+            )
+        if not self.mqtt_shared_group:
+            self.mqtt_shared_group = identity.collector_shared_group(secret, protocol.SHARED_GROUP)
+        return self
 
 
 @lru_cache(maxsize=1)

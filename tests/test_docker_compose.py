@@ -51,6 +51,51 @@ def test_broker_reads_the_files_the_collector_writes() -> None:
     assert depends == "service_completed_successfully"
 
 
+def _listeners(conf: str) -> dict[int, list[str]]:
+    """Each listener's port and the lines that follow it, up to the next listener or blank."""
+    listeners: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    for line in conf.splitlines():
+        if line.startswith("listener "):
+            current = listeners.setdefault(int(line.split()[1]), [])
+        elif not line.strip():
+            current = None
+        elif current is not None and not line.startswith("#"):
+            current.append(line)
+    return listeners
+
+
+def test_devices_and_collectors_have_listeners_of_their_own() -> None:
+    services = load()["services"]
+    env = services["collector"]["environment"]
+    conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
+    assert conf.splitlines()[0].startswith("#") and "per_listener_settings true" in conf
+    listeners = _listeners(conf)
+    collector_port = int(env["THERMOWATCH_MQTT_PORT"])
+    device_port = int(env["THERMOWATCH_PUBLIC_MQTT_PORT"])
+    assert set(listeners) == {collector_port, device_port}
+    # A device's client id is its user name: it cannot take over anyone else's session.
+    assert "use_username_as_clientid true" in listeners[device_port]
+    assert f"password_file {env['THERMOWATCH_BROKER_PASSWORD_FILE']}" in listeners[device_port]
+    # Only the collectors' account can log in where client ids are free.
+    collector_file = env["THERMOWATCH_BROKER_COLLECTOR_PASSWORD_FILE"]
+    assert f"password_file {collector_file}" in listeners[collector_port]
+    assert "use_username_as_clientid true" not in listeners[collector_port]
+    for lines in listeners.values():
+        assert "allow_anonymous false" in lines
+        assert f"acl_file {env['THERMOWATCH_BROKER_ACL_FILE']}" in lines
+    published = [str(port).split(":")[-1] for port in services["mosquitto"]["ports"]]
+    assert published == [str(device_port)]
+
+
+def test_collector_names_at_the_broker_are_not_fixed() -> None:
+    # Derived from the secret key when unset; a fixed one would be known to anyone who reads
+    # this file, devices included.
+    env = load()["services"]["collector"]["environment"]
+    assert "THERMOWATCH_MQTT_CLIENT_ID" not in env
+    assert "THERMOWATCH_MQTT_SHARED_GROUP" not in env
+
+
 def test_no_credentials_are_built_in() -> None:
     text = (REPO / "docker-compose.yml").read_text()
     # Every secret is a required variable the user must set.

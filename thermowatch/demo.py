@@ -125,12 +125,18 @@ def demo(
     work = Path(tempfile.mkdtemp(prefix="thermowatch-demo-"))
     database_url = _ensure_database(admin_database_url, "thermowatch_demo")
     mqtt_port, coap_port = _free_port(), _free_port(socket.SOCK_DGRAM)
+    collector_mqtt_port = _free_port()
     passwd, acl, pid_file = work / "passwd", work / "acl", work / "mosquitto.pid"
-    passwd.write_text("")
-    acl.write_text("")
+    collectors_passwd = work / "collectors.passwd"
+    for empty in (passwd, acl, collectors_passwd):
+        empty.write_text("")
+    # Devices and the collector on listeners of their own, as deployed (docs/security.md).
     (work / "mosquitto.conf").write_text(
-        f"listener {mqtt_port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
-        f"acl_file {acl}\npersistence true\npersistence_location {work}/\nuser root\n"
+        f"per_listener_settings true\nlistener {mqtt_port} 127.0.0.1\nallow_anonymous false\n"
+        f"use_username_as_clientid true\npassword_file {passwd}\nacl_file {acl}\n"
+        f"listener {collector_mqtt_port} 127.0.0.1\nallow_anonymous false\n"
+        f"password_file {collectors_passwd}\nacl_file {acl}\n"
+        f"persistence true\npersistence_location {work}/\nuser root\n"
         "max_inflight_messages 200\n"
     )
     python = [sys.executable, "-m", "thermowatch.cli"]
@@ -148,11 +154,12 @@ def demo(
             **os.environ,
             "THERMOWATCH_DATABASE_URL": database_url,
             "THERMOWATCH_SECRET_KEY": secrets.token_urlsafe(48),
-            "THERMOWATCH_MQTT_PORT": str(mqtt_port),
+            "THERMOWATCH_MQTT_PORT": str(collector_mqtt_port),
+            "THERMOWATCH_PUBLIC_MQTT_PORT": str(mqtt_port),
             "THERMOWATCH_MQTT_USERNAME": "thermowatch-collector",
             "THERMOWATCH_MQTT_PASSWORD": secrets.token_urlsafe(24),
-            "THERMOWATCH_MQTT_CLIENT_ID": "thermowatch-demo-collector",
             "THERMOWATCH_BROKER_PASSWORD_FILE": str(passwd),
+            "THERMOWATCH_BROKER_COLLECTOR_PASSWORD_FILE": str(collectors_passwd),
             "THERMOWATCH_BROKER_ACL_FILE": str(acl),
             "THERMOWATCH_BROKER_PID_FILE": str(pid_file),
             "THERMOWATCH_HTTP_PORT": str(http_port),

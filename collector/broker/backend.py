@@ -60,5 +60,7 @@ def make_backend(settings: Settings, engine: Engine) -> BrokerBackend | None:
 
         return DynsecBackend(settings, engine)
     if settings.broker_password_file and settings.broker_acl_file:
-        return FilesBackend(settings, engine)
+        backend = FilesBackend(settings, engine)
+        backend.warn_if_exposed()
+        return backend
     return None

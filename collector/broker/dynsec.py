@@ -7,6 +7,11 @@ so a device asking for ``#`` or another device's topics gets SUBACK "not authori
 silence. Mosquitto 2.0 does not substitute ``%u``/``%c`` in the plugin's ACLs, hence one role
 per device rather than one shared pattern role.
 
+Each device client is bound to its client id (the device id): the plugin refuses that user name
+with any other client id, so a device can never connect as a collector or as another device and
+take over its session. The collectors' client has no binding (every instance and connection has
+an id of its own) and is the only one whose role may join the shared subscription.
+
 Clear-text device passwords exist only while the API creates or rotates a device, so that is
 when they are sent; the broker's plugin file is then the only store of MQTT passwords. A full
 sync removes clients of devices that are gone and reports active devices the broker does not
@@ -195,6 +200,7 @@ class SyncReport:
 
     removed: list[str] = field(default_factory=list)  # clients of devices no longer active
     needs_rotation: list[str] = field(default_factory=list)  # active, unknown to the broker
+    bound: list[str] = field(default_factory=list)  # device clients now bound to their id
 
 
 class DynsecBackend:
@@ -306,6 +312,7 @@ class DynsecBackend:
                     "command": "createClient",
                     "username": device_id,
                     "password": password,
+                    "clientid": device_id,
                     "textname": DEVICE_TEXTNAME,
                     "roles": [{"rolename": device_role(device_id)}],
                 }
@@ -379,6 +386,10 @@ class DynsecBackend:
                     "rolename": COLLECTOR_ROLE,
                 }
             )
+        if client.get("clientid"):
+            # Instances and their connections each use their own id; a binding would let only
+            # one of them in.
+            commands.append({"command": "setClientId", "username": s.mqtt_username})
         self._run(commands)
 
     def sync(self) -> SyncReport:
@@ -422,9 +433,26 @@ class DynsecBackend:
             removals += [{"command": "deleteRole", "rolename": r} for r in sorted(stale_roles)]
             if removals:
                 self._run(removals, _NOT_FOUND)
+            # Clients created before devices were bound to their client ids (or edited by
+            # hand); the plugin disconnects such a device once, it reconnects under its id.
+            unbound = [
+                c["username"]
+                for c in clients["data"]["clients"]
+                if c["username"] in devices & active and c.get("clientid") != c["username"]
+            ]
+            if unbound:
+                self._run(
+                    [
+                        {"command": "setClientId", "username": u, "clientid": u}
+                        for u in sorted(unbound)
+                    ]
+                )
+                report.bound = sorted(unbound)
             report.needs_rotation = sorted(active - devices)
         if report.removed:
             log.info("removed broker clients of inactive devices: %s", ", ".join(report.removed))
+        if report.bound:
+            log.info("bound broker clients to their device ids: %s", ", ".join(report.bound))
         if report.needs_rotation:
             log.warning(
                 "active devices unknown to the broker, rotate their credentials: %s",

@@ -2,6 +2,11 @@
 them (SIGHUP), without restarting it; on reload Mosquitto also disconnects clients whose
 credentials are gone.
 
+Devices and collectors are kept apart: the devices' password file is read by a listener with
+``use_username_as_clientid`` (a device's client id is its user name, so it can take over no
+one's session), the collectors' file by a listener of their own. Mosquitto's acl_file cannot
+bind a client id to a user any other way, nor refuse a SUBSCRIBE; see docs/security.md.
+
 Every change made through the API syncs at once; a periodic full sync picks up changes made by
 other collector instances. A PostgreSQL advisory lock serialises the read-render-write-reload
 steps across instances, so an older view of the devices never overwrites a newer one.
@@ -22,6 +27,7 @@ from sqlalchemy import Engine, text
 from collector.auth import hashing
 from collector.broker import files
 from collector.config import Settings
+from shared import protocol
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,11 @@ class BrokerSync:
         self.settings = settings
         self.engine = engine
         self.password_path = Path(settings.broker_password_file)
+        self.collector_password_path = (
+            Path(settings.broker_collector_password_file)
+            if settings.broker_collector_password_file
+            else None
+        )
         self.acl_path = Path(settings.broker_acl_file)
         self._local = threading.Lock()
         self._stop = threading.Event()
@@ -62,15 +73,28 @@ class BrokerSync:
                     "WHERE status = 'active' AND mqtt_password_hash IS NOT NULL"
                 )
             ).all()
-            accounts = [files.BrokerAccount(r.device_id, r.mqtt_password_hash) for r in rows]
             collector = self._collector_account()
-            if collector is not None:
-                # A device can never take the collector's name: ids are checked on creation.
-                accounts = [a for a in accounts if a.username != collector.username]
-                accounts.append(collector)
-            changed = files.write_if_changed(self.password_path, files.password_file(accounts))
+            # A device can never take the collector's name: ids are checked on creation.
+            devices = [
+                files.BrokerAccount(r.device_id, r.mqtt_password_hash)
+                for r in rows
+                if collector is None or r.device_id != collector.username
+            ]
+            collectors = [collector] if collector is not None else []
+            if self.collector_password_path is not None:
+                changed = files.write_if_changed(self.password_path, files.password_file(devices))
+                changed = (
+                    files.write_if_changed(
+                        self.collector_password_path, files.password_file(collectors)
+                    )
+                    or changed
+                )
+            else:
+                changed = files.write_if_changed(
+                    self.password_path, files.password_file(devices + collectors)
+                )
             acl = files.acl_file(
-                [a.username for a in accounts if collector is None or a is not collector],
+                [a.username for a in devices],
                 collector.username if collector else None,
                 self.settings.mqtt_shared_group,
             )
@@ -78,6 +102,21 @@ class BrokerSync:
             if changed:
                 self._reload()
         return changed
+
+    def warn_if_exposed(self) -> None:
+        """Log what this configuration leaves open to a hostile device (docs/security.md)."""
+        if self.collector_password_path is None:
+            log.warning(
+                "devices and collectors share one broker listener: a device can connect under "
+                "another device's client id; set THERMOWATCH_BROKER_COLLECTOR_PASSWORD_FILE "
+                "and give the devices' listener use_username_as_clientid (docs/security.md)"
+            )
+        if self.settings.mqtt_shared_group == protocol.SHARED_GROUP:
+            log.warning(
+                "the shared-subscription group is the well-known default: a device can join it "
+                "and take a share of every device's readings; leave "
+                "THERMOWATCH_MQTT_SHARED_GROUP unset to derive a secret one"
+            )
 
     def _reload(self) -> None:
         s = self.settings

@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def client_id_for(device_id: str) -> str:
-    """Stable across restarts: a random id would orphan the broker-side session."""
-    return "tw-edge-" + device_id
+    """Stable across restarts: a random id would orphan the broker-side session. The device id
+    itself, because the broker binds each device's account to it (docs/security.md)."""
+    return device_id
 
 
 class MqttForwarder(Forwarder):

@@ -30,6 +30,7 @@ class MosquittoBroker:
         acl_file: Path | None = None,
         extra_config: str = "",
         dynsec_config: Path | None = None,
+        collector_password_file: Path | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -39,6 +40,10 @@ class MosquittoBroker:
         self.acl_file = acl_file
         self.extra_config = extra_config
         self.dynsec_config = dynsec_config
+        # With its own password file, collectors get a listener of their own and the devices'
+        # listener binds client ids to user names (as deploy/mosquitto/mosquitto.conf does).
+        self.collector_password_file = collector_password_file
+        self.collector_port = free_port() if collector_password_file else self.port
         self.config_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -64,6 +69,15 @@ class MosquittoBroker:
             lines.append(f"password_file {self.password_file}")
         if self.acl_file:
             lines.append(f"acl_file {self.acl_file}")
+        if self.collector_password_file:
+            lines = ["per_listener_settings true", *lines, "use_username_as_clientid true"]
+            lines += [
+                f"listener {self.collector_port} 127.0.0.1",
+                "allow_anonymous false",
+                f"password_file {self.collector_password_file}",
+            ]
+            if self.acl_file:
+                lines.append(f"acl_file {self.acl_file}")
         if self.dynsec_config:
             lines.append(f"plugin {dynsec_plugin()}")
             lines.append(f"plugin_opt_config_file {self.dynsec_config}")
@@ -77,7 +91,11 @@ class MosquittoBroker:
             stderr=subprocess.PIPE,
         )
         try:
-            wait_for(lambda: port_open(self.port), 10, what=f"mosquitto on {self.port}")
+            wait_for(
+                lambda: port_open(self.port) and port_open(self.collector_port),
+                10,
+                what=f"mosquitto on {self.port}",
+            )
         except TimeoutError:
             err = self.proc.stderr.read().decode() if self.proc.stderr else ""
             raise RuntimeError(f"mosquitto did not start: {err}\n{self.log()}") from None

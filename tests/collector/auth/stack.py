@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.collector.conftest import count_readings
-from tests.support.broker import MosquittoBroker
+from tests.support.broker import MosquittoBroker, init_dynsec
 from tests.support.database import create_database, drop_database
 from tests.support.net import wait_for
 from tests.support.processes import CollectorProcess, create_admin_key, start_collector
@@ -36,6 +36,7 @@ class Stack:
     collector_password: str
     workdir: Path
     cleartexts: list[str] = field(default_factory=list)  # every secret handed out, for grep tests
+    broker_admin_password: str = ""  # the dynamic-security plugin's admin (dynsec stacks only)
 
     @property
     def url(self) -> str:
@@ -88,11 +89,18 @@ class Stack:
 def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
     workdir.mkdir(parents=True, exist_ok=True)
     password_file, acl_file = workdir / "passwd", workdir / "acl"
-    password_file.write_text("")
-    acl_file.write_text("")
+    collector_password_file = workdir / "collectors.passwd"
+    for empty in (password_file, acl_file, collector_password_file):
+        empty.write_text("")
     database_url = create_database()
+    # As deployed: devices on a listener that binds client ids to user names, the collector on
+    # one of its own (deploy/mosquitto/mosquitto.conf).
     broker = MosquittoBroker(
-        workdir / "broker", allow_anonymous=False, password_file=password_file, acl_file=acl_file
+        workdir / "broker",
+        allow_anonymous=False,
+        password_file=password_file,
+        acl_file=acl_file,
+        collector_password_file=collector_password_file,
     ).start()
     assert broker.proc is not None
     pid_file = workdir / "mosquitto.pid"
@@ -104,13 +112,17 @@ def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
         mqtt_username=COLLECTOR_USER,
         mqtt_password=collector_password,
         broker_password_file=password_file,
+        broker_collector_password_file=collector_password_file,
         broker_acl_file=acl_file,
         broker_pid_file=pid_file,
         public_mqtt_host="127.0.0.1",
         public_mqtt_port=broker.port,
+        # The defaults a deployment gets: derived from the secret key, unknown to devices.
+        mqtt_client_id="",
+        mqtt_shared_group="",
     )
     config.update(settings)
-    collector = start_collector(database_url, broker.port, auto_register=False, **config)
+    collector = start_collector(database_url, broker.collector_port, auto_register=False, **config)
     admin_password = secrets.token_urlsafe(16)
     admin_key = create_admin_key(collector.env, username="root-admin", password=admin_password)
     stack = Stack(
@@ -132,10 +144,68 @@ def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
         drop_database(database_url)
 
 
+BROKER_ADMIN = "tw-broker-admin"
+
+
+@contextmanager
+def dynsec_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
+    """The same with the dynamic-security back end: one listener, the plugin binds and checks."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker_admin_password = secrets.token_urlsafe(16)
+    dynsec_file = workdir / "dynamic-security.json"
+    init_dynsec(dynsec_file, BROKER_ADMIN, broker_admin_password)
+    database_url = create_database()
+    broker = MosquittoBroker(
+        workdir / "broker", allow_anonymous=False, dynsec_config=dynsec_file
+    ).start()
+    secret_key = secrets.token_urlsafe(48)
+    collector_password = secrets.token_urlsafe(16)
+    config = dict(
+        secret_key=secret_key,
+        mqtt_username=COLLECTOR_USER,
+        mqtt_password=collector_password,
+        broker_backend="dynsec",
+        broker_admin_username=BROKER_ADMIN,
+        broker_admin_password=broker_admin_password,
+        public_mqtt_host="127.0.0.1",
+        public_mqtt_port=broker.port,
+        mqtt_client_id="",
+        mqtt_shared_group="",
+    )
+    config.update(settings)
+    collector = start_collector(database_url, broker.port, auto_register=False, **config)
+    api_password = secrets.token_urlsafe(16)
+    admin_key = create_admin_key(collector.env, username="root-admin", password=api_password)
+    stack = Stack(
+        database_url,
+        broker,
+        collector,
+        secret_key,
+        admin_key,
+        api_password,
+        collector_password,
+        workdir,
+        cleartexts=[admin_key, api_password, collector_password, broker_admin_password],
+        broker_admin_password=broker_admin_password,
+    )
+    try:
+        yield stack
+    finally:
+        collector.stop()
+        broker.stop()
+        drop_database(database_url)
+
+
 class MqttProbe:
     """A paho client connected as one identity, recording what the broker answered."""
 
-    def __init__(self, port: int, username: str | None, password: str | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        username: str | None,
+        password: str | None,
+        client_id: str | None = None,
+    ) -> None:
         self.messages: list[mqtt.MQTTMessage] = []
         self.connect_rc: Any = None
         self.disconnected = False
@@ -143,7 +213,8 @@ class MqttProbe:
         self.puback: dict[int, Any] = {}
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"probe-{username}-{secrets.token_hex(3)}",
+            # A device's client id is its id (the broker accepts its account under no other).
+            client_id=client_id or username or f"probe-{secrets.token_hex(3)}",
             protocol=mqtt.MQTTv5,
         )
         if username is not None:

@@ -23,63 +23,25 @@ from collector.broker.dynsec import (
 from collector.config import Settings
 from collector.db.connection import make_engine
 from shared.protocol import encode_batch, topic
-from tests.collector.auth.stack import COLLECTOR_USER, MqttProbe, Stack, readings_count, wait
-from tests.support.broker import MosquittoBroker, init_dynsec
-from tests.support.database import create_database, drop_database
+from tests.collector.auth.stack import (
+    BROKER_ADMIN,
+    COLLECTOR_USER,
+    MqttProbe,
+    Stack,
+    readings_count,
+    wait,
+)
+from tests.collector.auth.stack import dynsec_stack as stack_with_dynsec
 from tests.support.net import free_port
-from tests.support.processes import create_admin_key, start_collector
 
 NOT_AUTHORIZED = 0x87
-BROKER_ADMIN = "tw-broker-admin"
 
 
 @pytest.fixture(scope="module")
 def dynsec_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    workdir = tmp_path_factory.mktemp("dynsec")
-    admin_password = secrets.token_urlsafe(16)
-    dynsec_file = workdir / "dynamic-security.json"
-    init_dynsec(dynsec_file, BROKER_ADMIN, admin_password)
-    database_url = create_database()
-    broker = MosquittoBroker(
-        workdir / "broker", allow_anonymous=False, dynsec_config=dynsec_file
-    ).start()
-    secret_key = secrets.token_urlsafe(48)
-    collector_password = secrets.token_urlsafe(16)
-    collector = start_collector(
-        database_url,
-        broker.port,
-        auto_register=False,
-        secret_key=secret_key,
-        mqtt_username=COLLECTOR_USER,
-        mqtt_password=collector_password,
-        broker_backend="dynsec",
-        broker_admin_username=BROKER_ADMIN,
-        broker_admin_password=admin_password,
-        public_mqtt_host="127.0.0.1",
-        public_mqtt_port=broker.port,
-        # The tests run full syncs themselves; a periodic one in between would race them.
-        broker_sync_interval_s=3600,
-    )
-    api_password = secrets.token_urlsafe(16)
-    admin_key = create_admin_key(collector.env, username="root-admin", password=api_password)
-    stack = Stack(
-        database_url,
-        broker,
-        collector,
-        secret_key,
-        admin_key,
-        api_password,
-        collector_password,
-        workdir,
-        cleartexts=[admin_key, api_password, collector_password, admin_password],
-    )
-    stack.broker_admin_password = admin_password  # type: ignore[attr-defined]
-    try:
-        yield stack
-    finally:
-        collector.stop()
-        broker.stop()
-        drop_database(database_url)
+    # The tests run full syncs themselves; a periodic one in between would race them.
+    with stack_with_dynsec(tmp_path_factory.mktemp("dynsec"), broker_sync_interval_s=3600) as s:
+        yield s
 
 
 def _batch(device_id: str, seq: int = 1) -> bytes:
@@ -104,7 +66,7 @@ def _backend(stack: Stack) -> DynsecBackend:
         mqtt_client_id=f"dynsec-test-{secrets.token_hex(3)}",
         broker_backend="dynsec",
         broker_admin_username=BROKER_ADMIN,
-        broker_admin_password=stack.broker_admin_password,  # type: ignore[attr-defined]
+        broker_admin_password=stack.broker_admin_password,
         broker_command_timeout_s=5,
     )
     return DynsecBackend(settings, make_engine(stack.database_url, pool_size=1))
@@ -223,7 +185,7 @@ def test_a_device_id_naming_the_broker_admin_is_refused(dynsec_stack: Stack) -> 
     admin = MqttProbe(
         dynsec_stack.broker.port,
         BROKER_ADMIN,
-        dynsec_stack.broker_admin_password,  # type: ignore[attr-defined]
+        dynsec_stack.broker_admin_password,
     ).connect()
     assert admin.accepted
     admin.close()
@@ -371,3 +333,27 @@ def test_every_broker_update_of_this_module_succeeded(dynsec_stack: Stack) -> No
     assert "broker update for device" not in log
     assert "broker sync failed" not in log
     assert "refused the dynamic-security admin account" not in log
+
+
+def test_full_sync_binds_device_clients_to_their_ids(dynsec_stack: Stack) -> None:
+    # As for a client created before devices were bound (or unbound by hand).
+    _, password = _device(dynsec_stack, "dyn-unbound")
+    backend = _backend(dynsec_stack)
+    try:
+        backend.control.run([{"command": "setClientId", "username": "dyn-unbound"}])
+        loose = MqttProbe(dynsec_stack.broker.port, "dyn-unbound", password, "another-id")
+        assert loose.connect().accepted
+        loose.close()
+
+        assert "dyn-unbound" in backend.sync().bound
+
+        wrong = MqttProbe(dynsec_stack.broker.port, "dyn-unbound", password, "another-id")
+        assert not wrong.connect().accepted
+        wrong.close()
+        right = _connect(dynsec_stack, "dyn-unbound", password)
+        assert right.accepted
+        right.close()
+        assert "dyn-unbound" not in backend.sync().bound
+    finally:
+        backend.stop()
+        backend.engine.dispose()

@@ -196,7 +196,7 @@ class MqttIngest:
         limit = self.settings.mqtt_keepalive_s * _SILENCE_FACTOR + _SILENCE_MARGIN_S
         return time.monotonic() - self._last_heard <= limit
 
-    # -- callbacks (paho's network thread: none of them may block) -----------------------------
+    # -- callbacks (paho's network thread: none of them waits for the database) ----------------
 
     def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
         # paho reports every packet it reads here; a PINGRESP, PUBLISH or PUBACK from the

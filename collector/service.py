@@ -53,7 +53,7 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
         broker_sync.full_sync()
         broker_sync.start()
     mqtt = MqttIngest(settings, pipeline) if settings.mqtt_enabled else None
-    alerting = AlertServices(settings) if settings.alerts_enabled else None
+    alerting = AlertServices(settings, secret_key=key) if settings.alerts_enabled else None
     if alerting is not None:
         alerting.attach(writer)
         alerting.start()

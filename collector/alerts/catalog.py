@@ -44,7 +44,11 @@ class Catalog:
     def rules(self, conn: psycopg.Connection) -> list[Rule]:
         now = self._clock()
         if now >= self._rules_until:
-            rows = conn.execute(f"SELECT {RULE_COLUMNS} FROM alert_rules ORDER BY id").fetchall()
+            # Retired rules (their device moved to another home) take no part, not even as a
+            # disabled override.
+            rows = conn.execute(
+                f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE retired_at IS NULL ORDER BY id"
+            ).fetchall()
             self._rules = [rule_from_row(r) for r in rows]
             self._rules_until = now + self.ttl_s
             self._index()

@@ -157,6 +157,10 @@ class Rule:
     def covers(self, device_id: str, sensor_id: str, home_id: int | None) -> bool:
         if self.device_id is not None and self.device_id != device_id:
             return False
+        # A device's rule was made by (and for) the home the device was in: it applies only
+        # while the device is still there, whatever happened to the device since.
+        if self.device_id is not None and self.home_id != home_id:
+            return False
         if self.sensor_id is not None and self.sensor_id != sensor_id:
             return False
         return not (self.device_id is None and self.home_id is not None and self.home_id != home_id)

@@ -15,7 +15,9 @@ from collector.notify.outbox import OutboxDrainer
 
 
 class AlertServices:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, secret_key: str | None = None) -> None:
+        """``secret_key``: the server secret the notification targets' secrets are sealed with
+        (the one the API uses)."""
         url = settings.database_url
         self.drainer = OutboxDrainer(
             url,
@@ -23,6 +25,8 @@ class AlertServices:
             max_attempts=settings.notify_max_attempts,
             backoff_base_s=settings.notify_backoff_base_s,
             backoff_max_s=settings.notify_backoff_max_s,
+            secret_key=secret_key,
+            allow_private_targets=settings.notify_allow_private_targets,
         )
         self.engine = AlertEngine(
             url,
@@ -36,7 +40,13 @@ class AlertServices:
             url,
             interval_s=settings.alerts_sweep_interval_s,
             live_window_s=settings.alerts_live_window_s,
-            extra=[HomeAssistantSync(interval_s=settings.homeassistant_sync_interval_s)],
+            extra=[
+                HomeAssistantSync(
+                    interval_s=settings.homeassistant_sync_interval_s,
+                    secret_key=secret_key,
+                    allow_private_targets=settings.notify_allow_private_targets,
+                )
+            ],
             on_changes=self.drainer.wake,
         )
         self.stream = AlertStream(url)

@@ -3,17 +3,27 @@
 Keys are ``(method, route path)``; a route missing here is refused for everyone (a test checks
 that every route has a rule). Object-level checks (a homeowner sees only their homes' devices)
 come on top, in the same dependency.
+
+Measured values follow one data policy, decided here (:func:`sees_values`) and applied by every
+route that could show them: readings and latest values, the per-sensor values on a device's
+health page, the values and messages of alerts (lists, history, the live stream) and backtests
+over stored history. They belong to a home's people and to admins. Technicians service devices
+(provisioning, health, faults, alerts' states) without seeing what the devices measure.
 """
 
 from __future__ import annotations
 
-from collector.auth.principal import Role
+from typing import Any
+
+from collector.auth.principal import Principal, Role
 
 PUBLIC: frozenset[Role] = frozenset()  # no user needed (health, login, device ingest)
 ADMIN = frozenset({Role.admin})
 STAFF = frozenset({Role.admin, Role.technician})
 OWNERS = frozenset({Role.admin, Role.homeowner})  # data of a home: its people and admins
 ANYONE = frozenset(Role)
+# Routes that answer with measured values; the object-level part is :func:`sees_values`.
+READINGS = OWNERS
 
 _DEVICES = "/api/v1/devices"
 _DEVICE = "/api/v1/devices/{device_id}"
@@ -40,9 +50,9 @@ RULES: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", _DEVICE + "/decommission"): ADMIN,
     ("GET", _DEVICE + "/config"): STAFF,
     ("PUT", _DEVICE + "/config"): ADMIN,
-    ("GET", _DEVICE + "/readings"): OWNERS,
-    ("GET", _DEVICE + "/sensors/{sensor_id}/readings"): OWNERS,
-    ("GET", _DEVICE + "/latest"): OWNERS,
+    ("GET", _DEVICE + "/readings"): READINGS,
+    ("GET", _DEVICE + "/sensors/{sensor_id}/readings"): READINGS,
+    ("GET", _DEVICE + "/latest"): READINGS,
     ("GET", "/api/v1/homes"): ANYONE,
     ("POST", "/api/v1/homes"): ADMIN,
     ("GET", _HOME): ANYONE,
@@ -64,7 +74,8 @@ RULES: dict[tuple[str, str], frozenset[Role]] = {
     ("POST", "/api/v1/alerts/{alert_id}/silence"): ANYONE,
     ("GET", "/api/v1/alert-rules"): ANYONE,
     ("POST", "/api/v1/alert-rules"): OWNERS,
-    ("POST", "/api/v1/alert-rules/backtest"): ANYONE,
+    # A backtest answers with alerts computed from stored readings: a readings query.
+    ("POST", "/api/v1/alert-rules/backtest"): READINGS,
     ("GET", "/api/v1/alert-rules/{rule_id}"): ANYONE,
     ("PATCH", "/api/v1/alert-rules/{rule_id}"): OWNERS,
     ("DELETE", "/api/v1/alert-rules/{rule_id}"): OWNERS,
@@ -73,6 +84,34 @@ RULES: dict[tuple[str, str], frozenset[Role]] = {
     ("PUT", "/api/v1/notify-targets/{target_id}"): OWNERS,
     ("DELETE", "/api/v1/notify-targets/{target_id}"): OWNERS,
 }
+
+
+def sees_values(who: Principal, home_id: int | None) -> bool:
+    """Whether ``who`` may see what the devices of ``home_id`` measured (see module docstring).
+    Devices without a home are staff business: only admins see their values."""
+    if who.role is Role.admin:
+        return True
+    return who.role is Role.homeowner and home_id is not None and home_id in who.home_ids
+
+
+# Alert kinds whose messages quote measured values ("Freezer is -4.2 °C, above -10 °C"); the
+# others (offline, stale, probe fault) speak of time and faults only.
+_VALUE_KINDS = frozenset({"threshold", "rate", "anomaly"})
+
+
+def alert_for(who: Principal, alert: dict[str, Any]) -> dict[str, Any]:
+    """An alert (or alert event) as ``who`` may see it: without its value, and for the kinds
+    whose message quotes values with a message that does not, unless :func:`sees_values`."""
+    if sees_values(who, alert.get("home_id")):
+        return alert
+    out = dict(alert, value=None)
+    if alert.get("kind") in _VALUE_KINDS:
+        where = alert.get("device_id", "")
+        if alert.get("sensor_id"):
+            where += f"/{alert['sensor_id']}"
+        out["message"] = f"{alert['kind']} alert on {where} (values are for the home's people)"
+    return out
+
 
 # Served by FastAPI itself: the schema and its viewers describe the API, not its data.
 _DOCS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}

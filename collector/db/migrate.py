@@ -27,8 +27,13 @@ def alembic_config(url: str) -> Config:
 def upgrade(settings: Settings, *, wait_s: float = 0.0) -> Capabilities:
     """Check the database, run migrations to head, apply policies; return what it can do."""
     check_database(settings.database_url, wait_s=wait_s)
+    cfg = alembic_config(settings.database_url)
+    # Migrations that encrypt stored secrets need the server secret.
+    cfg.attributes["secret_key"] = (
+        settings.secret_key.get_secret_value() if settings.secret_key else None
+    )
     # "heads": independent features (auth, alerts) add their own migration branches.
-    command.upgrade(alembic_config(settings.database_url), "heads")
+    command.upgrade(cfg, "heads")
     with connect(settings.database_url, autocommit=True) as conn:
         conn.execute(
             "SELECT set_chunk_time_interval('readings', %s * interval '1 day')",

@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
+from collector.notify.destinations import UnsafeDestination, connect_address
+
 
 class NotifyError(Exception):
     """A delivery failed. ``retryable`` False means trying again cannot help (e.g. HTTP 404)."""
@@ -27,8 +29,11 @@ class Delivery:
     target_id: int
     target_name: str
     home_id: int | None
-    config: dict[str, Any]
+    config: dict[str, Any]  # with its secrets opened (see collector.notify.secrets)
     items: list[dict[str, Any]] = field(default_factory=list)  # alert payloads, oldest first
+    # Whether the destination may be a private address (an admin set it, or the installation
+    # allows it); otherwise the notifier refuses to connect to anything but a global address.
+    allow_private: bool = False
 
     @property
     def title(self) -> str:
@@ -51,13 +56,27 @@ _LABEL = {"firing": "ALERT", "repeat": "STILL FIRING", "resolved": "RESOLVED"}
 
 
 class Notifier(ABC):
-    """Sends a :class:`Delivery`; raises :class:`NotifyError` when it did not arrive."""
+    """Sends a :class:`Delivery`; raises :class:`NotifyError` when it did not arrive.
+
+    ``secret_fields`` are the config fields stored encrypted and never shown back;
+    ``destination_fields`` say where the secrets go: changing any of them requires entering the
+    secrets again (so a kept secret is only ever sent where it was entered)."""
 
     kind: ClassVar[str]
     Config: ClassVar[type[BaseModel]]
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+    destination_fields: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def send(self, delivery: Delivery) -> None: ...
+
+
+def pinned_address(host: str | None, port: int | None, delivery: Delivery) -> str:
+    """The checked address a notifier connects to for ``host`` (see notify/destinations.py)."""
+    try:
+        return connect_address(host, port, allow_private=delivery.allow_private)
+    except UnsafeDestination as exc:
+        raise NotifyError(f"destination refused: {exc}", retryable=exc.retryable) from None
 
 
 # Imported on first use: a deployment without e-mail never loads smtplib's friends, and a

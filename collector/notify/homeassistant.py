@@ -104,10 +104,12 @@ def _retained(topic: str, payload: str, cfg: BrokerConfig) -> dict[str, Any]:
 class HomeAssistantNotifier(Notifier):
     kind = "homeassistant"
     Config = HomeAssistantConfig
+    secret_fields = ("password",)
+    destination_fields = ("host", "port")
 
     def send(self, delivery: Delivery) -> None:
         cfg = HomeAssistantConfig.model_validate(delivery.config)
         messages: list[dict[str, Any]] = []
         for item in delivery.items:
             messages.extend(alert_messages(cfg, item))
-        publish_all(cfg, messages)
+        publish_all(cfg, messages, allow_private=delivery.allow_private)

@@ -9,6 +9,9 @@ repeat by its ``X-Thermowatch-Delivery`` id). Failures back off exponentially up
 
 Due rows of one target go out as one message (grouping per home). A target's quiet hours hold
 back everything below critical until they end.
+
+The target's secrets are decrypted here, just before sending (notify/secrets.py), and each
+notifier checks the destination's addresses again before it connects (notify/destinations.py).
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ import psycopg
 
 from collector.db.connection import connect
 from collector.notify.base import Delivery, NotifyError, notifier_class
+from collector.notify.secrets import SecretError, box_for, open_config
 
 log = logging.getLogger(__name__)
 
 _DUE = """
 SELECT o.id, o.target_id, o.payload, o.attempts,
-       t.name, t.kind, t.config, t.home_id, t.quiet_start, t.quiet_end, t.quiet_tz
+       t.name, t.kind, t.config, t.home_id, t.quiet_start, t.quiet_end, t.quiet_tz,
+       t.private_ok
 FROM alert_outbox o JOIN notify_targets t ON t.id = o.target_id
 WHERE o.status = 'queued' AND o.next_attempt_at <= now()
   AND o.created_at <= now() - t.group_wait_s * interval '1 second'
@@ -78,8 +83,13 @@ class OutboxDrainer:
         backoff_max_s: float = 600.0,
         batch: int = 200,
         clock: Callable[[], float] = time.time,
+        secret_key: str | None = None,
+        allow_private_targets: bool = False,
     ) -> None:
         self._url = database_url
+        self._box = box_for(secret_key) if secret_key else None
+        # Installations next to their users' brokers allow private destinations for everyone.
+        self.allow_private_targets = allow_private_targets
         self.poll_interval_s = poll_interval_s
         self.max_attempts = max_attempts
         self.backoff_base_s = backoff_base_s
@@ -155,13 +165,21 @@ class OutboxDrainer:
             if not rows:
                 return
         ids = [r[0] for r in rows]
+        try:
+            opened = open_config(self._box, kind, config or {})
+        except (SecretError, NotifyError) as exc:
+            error = f"the target's stored secrets cannot be used ({exc}); enter them again"
+            self._failed(cur, rows, error, False)
+            log.warning("notification to %s (%s) failed: %s", name, kind, error)
+            return
         delivery = Delivery(
             delivery_id="-".join(str(i) for i in ids),
             target_id=target_id,
             target_name=name,
             home_id=home_id,
-            config=config or {},
+            config=opened,
             items=[r[2] for r in rows],
+            allow_private=bool(first[11]) or self.allow_private_targets,
         )
         try:
             notifier_class(kind)().send(delivery)

@@ -1,13 +1,20 @@
-"""E-mail over SMTP (optionally STARTTLS and login) with the standard library's ``smtplib``."""
+"""E-mail over SMTP (optionally STARTTLS and login) with the standard library's ``smtplib``.
+
+The connection goes to the address checked just before it (notify/destinations.py), while the
+host name stays what the session speaks to: STARTTLS verifies the relay's certificate against
+that name, so a password is only ever handed to the relay that was configured.
+"""
 
 from __future__ import annotations
 
 import smtplib
+import socket
+import ssl
 from email.message import EmailMessage
 
 from pydantic import BaseModel, Field
 
-from collector.notify.base import Delivery, Notifier, NotifyError
+from collector.notify.base import Delivery, Notifier, NotifyError, pinned_address
 
 
 class SmtpConfig(BaseModel):
@@ -21,9 +28,26 @@ class SmtpConfig(BaseModel):
     timeout_s: float = Field(default=15.0, gt=0, le=120)
 
 
+class _PinnedSMTP(smtplib.SMTP):
+    """An SMTP session with ``host`` that connects to an address resolved (and checked) before.
+
+    ``_get_socket`` is smtplib's own hook for how the socket is made (``SMTP_SSL`` overrides it
+    the same way); everything else, the TLS server name included, still uses the host name."""
+
+    def __init__(self, host: str, port: int, address: str, *, timeout: float) -> None:
+        self._address = address
+        super().__init__(host, port, timeout=timeout)  # connects, through _get_socket
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return socket.create_connection((self._address, port), timeout, self.source_address)
+
+
 class SmtpNotifier(Notifier):
     kind = "smtp"
     Config = SmtpConfig
+    secret_fields = ("password",)
+    # Turning STARTTLS off would send the kept password in clear to the same host.
+    destination_fields = ("host", "port", "starttls")
 
     def send(self, delivery: Delivery) -> None:
         cfg = SmtpConfig.model_validate(delivery.config)
@@ -33,10 +57,11 @@ class SmtpNotifier(Notifier):
         msg["To"] = ", ".join(cfg.to)
         msg["X-Thermowatch-Delivery"] = delivery.delivery_id
         msg.set_content(delivery.text + "\n\n-- \nThermowatch\n")
+        address = pinned_address(cfg.host, cfg.port, delivery)
         try:
-            with smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_s) as smtp:
+            with _PinnedSMTP(cfg.host, cfg.port, address, timeout=cfg.timeout_s) as smtp:
                 if cfg.starttls:
-                    smtp.starttls()
+                    smtp.starttls(context=ssl.create_default_context())
                 if cfg.username:
                     smtp.login(cfg.username, cfg.password or "")
                 smtp.send_message(msg)

@@ -2,7 +2,10 @@
 
 Scoping: admins and technicians see every home; a homeowner sees the alerts of their homes only
 (an alert belongs to the home its device was in when it fired) and edits only their homes' rules
-and targets. Rules without a home are defaults, which only admins edit.
+and targets. Rules without a home are defaults, which only admins edit. A device's rules belong
+to the home the device is in: moving it retires them (collector/api/routes/devices.py).
+Measured values in alerts follow the data policy of :mod:`collector.api.policy`. Every change
+to a rule, a target or an alert (acknowledged, silenced) is written to the audit log.
 """
 
 from __future__ import annotations
@@ -26,12 +29,26 @@ from collector.alerts.evaluate import Sample
 from collector.alerts.messages import Subject
 from collector.alerts.rules import RULE_COLUMNS, Kind, Rule, RuleError, Severity, validate_params
 from collector.alerts.stream import AlertStream
+from collector.api import policy
 from collector.api.deps import CurrentUser, DbConn, RowId
 from collector.api.schemas import StorableJson, StoredText
+from collector.auth import audit
 from collector.auth.principal import Principal, Role
 from collector.notify.base import KINDS as NOTIFIER_KINDS
-from collector.notify.base import validate_config
-from collector.notify.destinations import is_public, target_host
+from collector.notify.base import NotifyError, validate_config
+from collector.notify.destinations import UnsafeDestination, check_target, target_host
+from collector.notify.secrets import (
+    MASK,
+    SecretBox,
+    SecretError,
+    box_for,
+    destination,
+    destination_fields,
+    mask_url,
+    open_config,
+    seal_config,
+    secret_fields,
+)
 
 router = APIRouter(tags=["alerts"])
 
@@ -160,7 +177,7 @@ def _alert(db: Connection, who: Principal, alert_id: int) -> AlertOut:
     )
     if row is None:
         raise HTTPException(status_code=404, detail="alert not found")
-    return AlertOut(**row)
+    return AlertOut(**policy.alert_for(who, dict(row)))
 
 
 @router.get(
@@ -204,7 +221,9 @@ def list_alerts(
         where.append("a.started_at >= :since")
         params["since"] = since
     sql = _ALERT_SELECT + "WHERE " + " AND ".join(where) + " ORDER BY a.id DESC LIMIT :limit"
-    return [AlertOut(**r) for r in db.execute(text(sql), params).mappings()]
+    return [
+        AlertOut(**policy.alert_for(who, dict(r))) for r in db.execute(text(sql), params).mappings()
+    ]
 
 
 def _stream(request: Request) -> AlertStream:
@@ -254,7 +273,8 @@ async def alert_stream(
                     continue
                 if event is None:
                     return
-                yield f"event: alert\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"
+                shown = policy.alert_for(who, event)
+                yield f"event: alert\ndata: {json.dumps(shown, separators=(',', ':'))}\n\n"
         finally:
             stream.unsubscribe(subscriber)
 
@@ -276,7 +296,7 @@ def get_alert(alert_id: RowId, db: DbConn, who: CurrentUser) -> AlertOut:
     summary="Every state change of one alert, oldest first",
 )
 def alert_history(alert_id: RowId, db: DbConn, who: CurrentUser) -> list[HistoryOut]:
-    _alert(db, who, alert_id)
+    alert = _alert(db, who, alert_id)
     rows = db.execute(
         text(
             "SELECT at, measured_at, from_state, to_state, actor, value, note "
@@ -284,7 +304,8 @@ def alert_history(alert_id: RowId, db: DbConn, who: CurrentUser) -> list[History
         ),
         {"id": alert_id},
     ).mappings()
-    return [HistoryOut(**r) for r in rows]
+    values = policy.sees_values(who, alert.home_id)
+    return [HistoryOut(**dict(r, value=r["value"] if values else None)) for r in rows]
 
 
 def _raw_cursor(db: Connection) -> Any:
@@ -304,11 +325,13 @@ def acknowledge_alert(
     alert_id: RowId, db: DbConn, who: CurrentUser, body: AckIn | None = None
 ) -> AlertOut:
     _alert(db, who, alert_id)
+    note = body.note if body else None
     with _raw_cursor(db) as cur:
-        done = lifecycle.acknowledge(cur, alert_id, who.username, body.note if body else None)
+        done = lifecycle.acknowledge(cur, alert_id, who.username, note)
     if not done:
         db.rollback()
         raise HTTPException(status_code=409, detail="only a firing alert can be acknowledged")
+    audit.record(db, who, "alert.acknowledge", str(alert_id), note=note)
     db.commit()
     return _alert(db, who, alert_id)
 
@@ -326,6 +349,9 @@ def silence_alert(alert_id: RowId, body: SilenceIn, db: DbConn, who: CurrentUser
     if not done:
         db.rollback()
         raise HTTPException(status_code=409, detail="a resolved alert cannot be silenced")
+    audit.record(
+        db, who, "alert.silence", str(alert_id), duration_s=body.duration_s, note=body.note
+    )
     db.commit()
     return _alert(db, who, alert_id)
 
@@ -363,21 +389,30 @@ class RuleOut(BaseModel):
     device_id: str | None
     sensor_id: str | None
     enabled: bool
+    retired_at: datetime | None = Field(
+        default=None,
+        description="Set when the rule's device moved to another home: the rule no longer "
+        "applies and cannot be changed (its alerts stay in the history)",
+    )
+    retired_reason: str | None = None
 
 
-def _rule_out(row: Any) -> RuleOut:
-    return RuleOut(**dict(zip(RULE_COLUMNS.split(", "), row, strict=True)))
+_RULE_SELECT = f"SELECT {RULE_COLUMNS}, retired_at, retired_reason FROM alert_rules "
+
+
+def _rule_visible(who: Principal, rule: RuleOut) -> bool:
+    homes = visible_homes(who)
+    if homes is None:
+        return True
+    if rule.home_id is None:
+        # Defaults are everyone's to read; a rule of a device without a home is staff business.
+        return rule.device_id is None
+    return rule.home_id in homes
 
 
 def _rule(db: Connection, who: Principal, rule_id: int) -> RuleOut:
-    row = db.execute(
-        text(f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = :id"), {"id": rule_id}
-    ).first()
-    if row is None:
-        raise HTTPException(status_code=404, detail="rule not found")
-    rule = _rule_out(row)
-    homes = visible_homes(who)
-    if homes is not None and rule.home_id is not None and rule.home_id not in homes:
+    row = db.execute(text(_RULE_SELECT + "WHERE id = :id"), {"id": rule_id}).mappings().first()
+    if row is None or not _rule_visible(who, rule := RuleOut(**row)):
         raise HTTPException(status_code=404, detail="rule not found")
     return rule
 
@@ -395,18 +430,14 @@ def _params(kind: Kind, params: dict[str, Any]) -> dict[str, Any]:
     summary="Rules that apply to homes you may see, and the defaults",
 )
 def list_rules(db: DbConn, who: CurrentUser) -> list[RuleOut]:
-    homes = visible_homes(who)
     rows = db.execute(
         text(
-            f"SELECT {RULE_COLUMNS} FROM alert_rules "
-            "WHERE CAST(:homes AS bigint[]) IS NULL OR home_id IS NULL "
+            _RULE_SELECT + "WHERE CAST(:homes AS bigint[]) IS NULL OR home_id IS NULL "
             "   OR home_id = ANY(CAST(:homes AS bigint[])) ORDER BY id"
         ),
-        {"homes": homes},
-    ).all()
-    rules = [_rule_out(r) for r in rows]
-    # A default rule with a device but no home (a device without a home) is staff business.
-    return [r for r in rules if homes is None or r.home_id is not None or r.device_id is None]
+        {"homes": visible_homes(who)},
+    ).mappings()
+    return [rule for r in rows if _rule_visible(who, rule := RuleOut(**r))]
 
 
 @router.post(
@@ -447,6 +478,20 @@ def create_rule(request: Request, body: RuleIn, db: DbConn, who: CurrentUser) ->
             "by": who.username,
         },
     ).scalar_one()
+    audit.record(
+        db,
+        who,
+        "rule.create",
+        str(new_id),
+        name=body.name,
+        kind=body.kind.value,
+        severity=body.severity.value,
+        home_id=home_id,
+        device_id=body.device_id,
+        sensor_id=body.sensor_id,
+        enabled=body.enabled,
+        params=params,
+    )
     db.commit()
     return _rule(db, who, int(new_id))
 
@@ -461,6 +506,11 @@ def update_rule(rule_id: RowId, body: RulePatch, db: DbConn, who: CurrentUser) -
     rule = _rule(db, who, rule_id)
     if not _may_edit_home(who, rule.home_id):
         raise HTTPException(status_code=403, detail="forbidden")
+    if rule.retired_at is not None:
+        raise HTTPException(
+            status_code=409,
+            detail=f"the rule is retired ({rule.retired_reason}); delete it or create a new one",
+        )
     params = rule.params if body.params is None else _params(rule.kind, body.params)
     db.execute(
         text(
@@ -478,6 +528,10 @@ def update_rule(rule_id: RowId, body: RulePatch, db: DbConn, who: CurrentUser) -
     if body.params is not None:
         # New parameters mean a new detector: start its state afresh.
         db.execute(text("DELETE FROM alert_state WHERE rule_id = :id"), {"id": rule_id})
+    changes = body.model_dump(exclude_unset=True, mode="json")
+    if "params" in changes:
+        changes["params"] = params
+    audit.record(db, who, "rule.update", str(rule_id), name=rule.name, **changes)
     db.commit()
     return _rule(db, who, rule_id)
 
@@ -492,6 +546,16 @@ def delete_rule(rule_id: RowId, db: DbConn, who: CurrentUser) -> None:
     if not _may_edit_home(who, rule.home_id):
         raise HTTPException(status_code=403, detail="forbidden")
     db.execute(text("DELETE FROM alert_rules WHERE id = :id"), {"id": rule_id})
+    audit.record(
+        db,
+        who,
+        "rule.delete",
+        str(rule_id),
+        name=rule.name,
+        kind=rule.kind.value,
+        home_id=rule.home_id,
+        device_id=rule.device_id,
+    )
     db.commit()
 
 
@@ -514,7 +578,8 @@ class BacktestOut(BaseModel):
     summary="Run a rule over stored history and list the alerts it would have raised",
 )
 def backtest_rule(body: BacktestIn, db: DbConn, who: CurrentUser) -> BacktestOut:
-    _device_home(db, who, body.device_id)
+    if not policy.sees_values(who, _device_home(db, who, body.device_id)):
+        raise HTTPException(status_code=403, detail="forbidden: a backtest reads stored values")
     end = body.end or datetime.now(UTC)
     params = _params(body.rule.kind, body.rule.params)
     rule = Rule(0, body.rule.name, body.rule.kind, params, body.rule.severity)
@@ -562,15 +627,25 @@ def backtest_rule(body: BacktestIn, db: DbConn, who: CurrentUser) -> BacktestOut
 
 
 # -- notification targets -------------------------------------------------------------------------
+#
+# A target's secrets (passwords, a webhook's URL and signing secret) are stored encrypted
+# (collector/notify/secrets.py) and shown back only as a mask: passwords to nobody, a webhook's
+# URL in full to those who may edit the target. Sending a mask back on a replace keeps the stored
+# secret, but only while the destination (kind, host, port, URL, STARTTLS) stays the same: a kept
+# secret is only ever sent where it was entered. Homeowners edit their own homes' targets, and a
+# target an admin made for their home only when the admin allowed it (``owner_editable``).
 
-_SECRET_KEYS = ("password", "secret", "token")
+_SECRET_KEYS = ("password", "secret", "token")  # masked in any config key, known or not
 
 
 class TargetIn(BaseModel):
     name: StoredText = Field(min_length=1, max_length=100)
     kind: str = Field(description="webhook, smtp, mqtt or homeassistant")
     home_id: int | None = Field(default=None, description="None: every home (admins only)")
-    config: Annotated[dict[str, Any], StorableJson]
+    config: Annotated[dict[str, Any], StorableJson] = Field(
+        description=f"Secrets come back as {MASK!r}; send that back to keep a stored secret "
+        "(refused when the destination changes: enter the secret again)"
+    )
     min_severity: Severity = Severity.info
     quiet_start: dtime | None = Field(default=None, description="Local time, e.g. 22:00")
     quiet_end: dtime | None = None
@@ -578,6 +653,11 @@ class TargetIn(BaseModel):
     repeat_interval_s: int = Field(default=0, ge=0, description="0: never repeat")
     group_wait_s: float = Field(default=0.0, ge=0, le=600)
     enabled: bool = True
+    owner_editable: bool | None = Field(
+        default=None,
+        description="Admins: whether the home's homeowners may change or remove this target "
+        "(off unless set). A homeowner's own targets are always theirs to edit.",
+    )
 
     @field_validator("kind")
     @classmethod
@@ -598,19 +678,61 @@ class TargetIn(BaseModel):
 
 class TargetOut(TargetIn):
     id: int
+    owner_editable: bool
+    editable: bool = Field(description="Whether you may change or remove this target")
+    created_by: str | None = None
 
 
 _TARGET_COLUMNS = (
     "id, name, kind, home_id, config, min_severity, quiet_start, quiet_end, quiet_tz, "
-    "repeat_interval_s, group_wait_s, enabled"
+    "repeat_interval_s, group_wait_s, enabled, owner_editable, private_ok, created_by"
 )
 
 
-def _masked(config: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: ("********" if v and any(s in k.lower() for s in _SECRET_KEYS) else v)
-        for k, v in config.items()
-    }
+def _box(request: Request) -> SecretBox:
+    return box_for(request.app.state.secret_key)
+
+
+def _may_edit_target(who: Principal, row: dict[str, Any]) -> bool:
+    if who.role is Role.admin:
+        return True
+    return (
+        who.role is Role.homeowner
+        and row["home_id"] is not None
+        and row["home_id"] in who.home_ids
+        and bool(row["owner_editable"])
+    )
+
+
+def _secret_fields(kind: str) -> tuple[str, ...]:
+    try:
+        return secret_fields(kind)
+    except NotifyError:
+        return ()
+
+
+def _shown_config(box: SecretBox, kind: str, stored: dict[str, Any], editable: bool) -> dict:
+    """What a caller sees of a stored config: passwords masked for everyone; a secret that is
+    also the destination (a webhook's URL) in full for editors, else scheme and host only."""
+    try:
+        opened: dict[str, Any] | None = open_config(box, kind, stored)
+    except SecretError:
+        opened = None
+    secrets = _secret_fields(kind)
+    where = destination_fields(kind) if secrets else ()
+    shown: dict[str, Any] = {}
+    for key, value in stored.items():
+        if (
+            value is None
+            or value == ""
+            or (key not in secrets and not any(s in key.lower() for s in _SECRET_KEYS))
+        ):
+            shown[key] = value
+        elif key in where and opened is not None:
+            shown[key] = opened[key] if editable else mask_url(str(opened[key]))
+        else:
+            shown[key] = MASK
+    return shown
 
 
 def _target(db: Connection, who: Principal, target_id: int) -> dict[str, Any]:
@@ -628,8 +750,10 @@ def _target(db: Connection, who: Principal, target_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-def _target_out(row: dict[str, Any]) -> TargetOut:
-    return TargetOut(**dict(row, config=_masked(row["config"] or {})))
+def _target_out(request: Request, who: Principal, row: dict[str, Any]) -> TargetOut:
+    editable = _may_edit_target(who, row)
+    config = _shown_config(_box(request), row["kind"], row["config"] or {}, editable)
+    return TargetOut(**dict(row, config=config, editable=editable))
 
 
 @router.get(
@@ -637,7 +761,7 @@ def _target_out(row: dict[str, Any]) -> TargetOut:
     response_model=list[TargetOut],
     summary="Where notifications go (secrets masked)",
 )
-def list_targets(db: DbConn, who: CurrentUser) -> list[TargetOut]:
+def list_targets(request: Request, db: DbConn, who: CurrentUser) -> list[TargetOut]:
     rows = db.execute(
         text(
             f"SELECT {_TARGET_COLUMNS} FROM notify_targets "
@@ -646,7 +770,7 @@ def list_targets(db: DbConn, who: CurrentUser) -> list[TargetOut]:
         ),
         {"homes": visible_homes(who)},
     ).mappings()
-    return [_target_out(dict(r)) for r in rows]
+    return [_target_out(request, who, dict(r)) for r in rows]
 
 
 def _config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -656,26 +780,108 @@ def _config(kind: str, config: dict[str, Any]) -> dict[str, Any]:
         raise HTTPException(status_code=422, detail=f"config: {exc}") from None
 
 
-def _check_destination(request: Request, who: Principal, body: TargetIn) -> None:
-    settings = request.app.state.settings
-    if who.role is Role.admin or settings.notify_allow_private_targets:
-        return
-    if not is_public(target_host(body.kind, body.config)):
+def _is_mask(value: Any) -> bool:
+    return isinstance(value, str) and (value == MASK or value.endswith("/" + MASK))
+
+
+def _with_kept_secrets(
+    body: TargetIn, current: dict[str, Any] | None, stored: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[str]]:
+    """The validated config to store, masks replaced by the stored secrets; and the names of
+    the secrets that were entered anew. 422 when a mask cannot be honoured."""
+    sent = dict(body.config)
+    kept = sorted(k for k, v in sent.items() if _is_mask(v))
+    secrets = _secret_fields(body.kind)
+    entered = sorted(k for k in secrets if k in sent and k not in kept and sent[k] is not None)
+    if not kept:
+        return _config(body.kind, sent), entered
+    if current is None:
         raise HTTPException(
-            status_code=422, detail="config: the target must be reachable at a public address"
+            status_code=422, detail=f"config.{kept[0]}: there is no stored secret; enter a value"
         )
+    if stored is None:
+        raise HTTPException(
+            status_code=422,
+            detail=f"config.{kept[0]}: the stored secret can no longer be read; enter it again",
+        )
+    for key in kept:
+        if key not in secrets or stored.get(key) is None:
+            raise HTTPException(
+                status_code=422,
+                detail=f"config.{key}: there is no stored secret to keep; enter a value",
+            )
+        sent[key] = stored[key]
+    config = _config(body.kind, sent)
+    if body.kind != current["kind"]:
+        changed = ["kind"]
+    else:
+        changed = [f for f in destination_fields(body.kind) if config.get(f) != stored.get(f)]
+    if changed:
+        raise HTTPException(
+            status_code=422,
+            detail=f"config.{', config.'.join(kept)}: the destination changed "
+            f"({', '.join(changed)}); enter the secret again (a kept secret is only ever sent "
+            "where it was entered)",
+        )
+    return config, entered
 
 
-def _save_target(db: Connection, body: TargetIn, target_id: int | None) -> int:
-    values = body.model_dump()
-    values["config"] = json.dumps(_config(body.kind, body.config))
+def _destination_ok(
+    request: Request,
+    who: Principal,
+    kind: str,
+    config: dict[str, Any],
+    current: dict[str, Any] | None,
+    stored: dict[str, Any] | None,
+) -> bool:
+    """Check where the target points; answers whether it may be a private address at send
+    time (``private_ok``): when an admin set the destination."""
+    if who.role is Role.admin:
+        return True
+    if (
+        current is not None
+        and stored is not None
+        and current["private_ok"]
+        and current["kind"] == kind
+        and destination(kind, config) == destination(kind, stored)
+    ):
+        return True  # a homeowner changed something else of what an admin set up
+    if request.app.state.settings.notify_allow_private_targets:
+        return False
+    try:
+        check_target(kind, config, allow_private=False)
+    except UnsafeDestination as exc:
+        raise HTTPException(
+            status_code=422,
+            detail=f"config: the target must be reachable at a public address: {exc}",
+        ) from None
+    return False
+
+
+def _save_target(
+    db: Connection,
+    box: SecretBox,
+    body: TargetIn,
+    config: dict[str, Any],
+    target_id: int | None,
+    *,
+    owner_editable: bool,
+    private_ok: bool,
+    created_by: str,
+) -> int:
+    values = body.model_dump(exclude={"config", "owner_editable"})
+    values["config"] = json.dumps(seal_config(box, body.kind, config))
     values["min_severity"] = body.min_severity.value
+    values["owner_editable"] = owner_editable
+    values["private_ok"] = private_ok
+    values["created_by"] = created_by
     if target_id is None:
         sql = (
             "INSERT INTO notify_targets (name, kind, home_id, config, min_severity, quiet_start, "
-            "quiet_end, quiet_tz, repeat_interval_s, group_wait_s, enabled) VALUES (:name, :kind, "
-            ":home_id, CAST(:config AS jsonb), :min_severity, :quiet_start, :quiet_end, "
-            ":quiet_tz, :repeat_interval_s, :group_wait_s, :enabled) RETURNING id"
+            "quiet_end, quiet_tz, repeat_interval_s, group_wait_s, enabled, owner_editable, "
+            "private_ok, created_by) VALUES (:name, :kind, :home_id, CAST(:config AS jsonb), "
+            ":min_severity, :quiet_start, :quiet_end, :quiet_tz, :repeat_interval_s, "
+            ":group_wait_s, :enabled, :owner_editable, :private_ok, :created_by) RETURNING id"
         )
     else:
         values["id"] = target_id
@@ -683,11 +889,17 @@ def _save_target(db: Connection, body: TargetIn, target_id: int | None) -> int:
             "UPDATE notify_targets SET name = :name, kind = :kind, config = CAST(:config AS "
             "jsonb), min_severity = :min_severity, quiet_start = :quiet_start, quiet_end = "
             ":quiet_end, quiet_tz = :quiet_tz, repeat_interval_s = :repeat_interval_s, "
-            "group_wait_s = :group_wait_s, enabled = :enabled WHERE id = :id RETURNING id"
+            "group_wait_s = :group_wait_s, enabled = :enabled, owner_editable = "
+            ":owner_editable, private_ok = :private_ok WHERE id = :id RETURNING id"
         )
-    new_id = int(db.execute(text(sql), values).scalar_one())
-    db.commit()
-    return new_id
+    return int(db.execute(text(sql), values).scalar_one())
+
+
+def _audit_target(
+    db: Connection, who: Principal, action: str, target_id: int, kind: str, config: dict, **more
+) -> None:
+    # The host only: a webhook's path and query may hold its token.
+    audit.record(db, who, action, str(target_id), kind=kind, host=target_host(kind, config), **more)
 
 
 @router.post(
@@ -701,35 +913,108 @@ def _save_target(db: Connection, body: TargetIn, target_id: int | None) -> int:
 def create_target(request: Request, body: TargetIn, db: DbConn, who: CurrentUser) -> TargetOut:
     if not _may_edit_home(who, body.home_id):
         raise HTTPException(status_code=403, detail="forbidden")
-    _check_destination(request, who, body)
+    config, entered = _with_kept_secrets(body, None, None)
+    private_ok = _destination_ok(request, who, body.kind, config, None, None)
+    # A homeowner's own target is theirs; an admin's is the admin's unless they say otherwise.
+    owner_editable = who.role is Role.homeowner or bool(body.owner_editable)
     _check_quota(request, db, body.home_id, table="notify_targets")
-    return _target_out(_target(db, who, _save_target(db, body, None)))
+    new_id = _save_target(
+        db,
+        _box(request),
+        body,
+        config,
+        None,
+        owner_editable=owner_editable,
+        private_ok=private_ok,
+        created_by=who.username,
+    )
+    _audit_target(
+        db,
+        who,
+        "target.create",
+        new_id,
+        body.kind,
+        config,
+        name=body.name,
+        home_id=body.home_id,
+        owner_editable=owner_editable,
+        secrets_entered=entered,
+    )
+    db.commit()
+    return _target_out(request, who, _target(db, who, new_id))
 
 
 @router.put(
     "/api/v1/notify-targets/{target_id}",
     response_model=TargetOut,
     summary="Replace a notification target",
+    description=f"Send a secret back as {MASK!r} to keep it; refused (422) when the kind, "
+    "host, port, URL or STARTTLS changes, so enter the secret again then. Homeowners may "
+    "replace an admin's target for their home only when the admin allowed it.",
 )
 def replace_target(
     request: Request, target_id: RowId, body: TargetIn, db: DbConn, who: CurrentUser
 ) -> TargetOut:
     current = _target(db, who, target_id)
-    if not _may_edit_home(who, current["home_id"]) or body.home_id != current["home_id"]:
+    if not _may_edit_target(who, current) or body.home_id != current["home_id"]:
         raise HTTPException(status_code=403, detail="forbidden")
-    # Secrets come back masked from GET; a masked value sent back means "unchanged".
-    stored = current["config"] or {}
-    body.config = {k: stored.get(k) if v == "********" else v for k, v in body.config.items()}
-    _check_destination(request, who, body)
-    return _target_out(_target(db, who, _save_target(db, body, target_id)))
+    owner_editable = bool(current["owner_editable"])
+    if body.owner_editable is not None and body.owner_editable != owner_editable:
+        if who.role is not Role.admin:
+            raise HTTPException(status_code=403, detail="only admins change owner_editable")
+        owner_editable = body.owner_editable
+    box = _box(request)
+    try:
+        stored: dict[str, Any] | None = open_config(box, current["kind"], current["config"] or {})
+    except SecretError:
+        stored = None
+    config, entered = _with_kept_secrets(body, current, stored)
+    private_ok = _destination_ok(request, who, body.kind, config, current, stored)
+    _save_target(
+        db,
+        box,
+        body,
+        config,
+        target_id,
+        owner_editable=owner_editable,
+        private_ok=private_ok,
+        created_by=current["created_by"] or "",
+    )
+    before = {k: current[k] for k in ("name", "kind", "min_severity", "enabled")}
+    after = {"name": body.name, "kind": body.kind, "min_severity": body.min_severity.value}
+    changed = sorted(k for k, v in after.items() if before[k] != v)
+    if stored is None or destination(body.kind, config) != destination(current["kind"], stored):
+        changed.append("destination")
+    if before["enabled"] != body.enabled:
+        changed.append("enabled")
+    _audit_target(
+        db,
+        who,
+        "target.replace",
+        target_id,
+        body.kind,
+        config,
+        changed=changed,
+        owner_editable=owner_editable,
+        secrets_entered=entered,
+    )
+    db.commit()
+    return _target_out(request, who, _target(db, who, target_id))
 
 
 @router.delete(
     "/api/v1/notify-targets/{target_id}", status_code=204, summary="Remove a notification target"
 )
-def delete_target(target_id: RowId, db: DbConn, who: CurrentUser) -> None:
+def delete_target(request: Request, target_id: RowId, db: DbConn, who: CurrentUser) -> None:
     current = _target(db, who, target_id)
-    if not _may_edit_home(who, current["home_id"]):
+    if not _may_edit_target(who, current):
         raise HTTPException(status_code=403, detail="forbidden")
     db.execute(text("DELETE FROM notify_targets WHERE id = :id"), {"id": target_id})
+    try:
+        config = open_config(_box(request), current["kind"], current["config"] or {})
+    except SecretError:
+        config = {}
+    _audit_target(
+        db, who, "target.delete", target_id, current["kind"], config, name=current["name"]
+    )
     db.commit()

@@ -1,14 +1,23 @@
 """Devices: the fleet, provisioning (credentials and the one-time bundle), home assignment,
-credential rotation, decommissioning, pushed config and health."""
+credential rotation, decommissioning, pushed config and health.
+
+Moving a device to another home (or out of its home) hands it over whole: the rules made for the
+device are retired (disabled, taken out of evaluation, kept with their alerts' history), its
+open alerts are closed and its detectors start afresh, all in the transaction of the move and in
+the audit log; from then on only the new home's rules and the defaults apply to it, and its
+former home sees nothing new of it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
+from pydantic import Field
 from sqlalchemy import Connection, text
 
-from collector.api import provisioning
+from collector.alerts import lifecycle
+from collector.api import policy, provisioning
 from collector.api.deps import CurrentUser, DbConn, DevicePath, invalid_field
 from collector.api.routes.readings import sensors_latest
 from collector.api.schemas import (
@@ -25,7 +34,7 @@ from collector.api.schemas import (
 )
 from collector.auth import audit
 from collector.auth.credentials import new_device_secrets
-from collector.auth.principal import Role
+from collector.auth.principal import Principal, Role
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
@@ -171,27 +180,107 @@ def get_device(device_id: DevicePath, db: DbConn) -> DeviceOut:
     return _device(db, device_id)
 
 
+class DeviceUpdated(DeviceOut):
+    retired_rules: list[int] = Field(
+        default_factory=list,
+        description="Rules made for this device, retired because it moved to another home",
+    )
+    closed_alerts: list[int] = Field(
+        default_factory=list, description="Its open alerts, closed because it moved"
+    )
+
+
+def _follow_move(
+    db: Connection, who: Principal, device_id: str, old_home: int | None, new_home: int | None
+) -> tuple[list[int], list[int]]:
+    """Retire the device's own rules and close its open alerts (see module docstring); returns
+    their ids. Detector state goes first: the engine locks state rows before alerts, and so
+    does this, so the two wait for each other instead of deadlocking."""
+    reason = f"device {device_id} moved from home {old_home} to home {new_home}"
+    db.execute(text("DELETE FROM alert_state WHERE device_id = :d"), {"d": device_id})
+    rules = db.execute(
+        text(
+            "UPDATE alert_rules SET enabled = false, retired_at = now(), retired_reason = :r, "
+            "updated_at = now() WHERE device_id = :d AND retired_at IS NULL "
+            "RETURNING id, name, home_id"
+        ),
+        {"d": device_id, "r": reason},
+    ).all()
+    for rule in sorted(rules):
+        audit.record(
+            db,
+            who,
+            "rule.retire",
+            str(rule.id),
+            name=rule.name,
+            device_id=device_id,
+            from_home=old_home,
+            to_home=new_home,
+        )
+    open_alerts = db.execute(
+        text(
+            "SELECT id, state FROM alerts WHERE device_id = :d AND state <> 'resolved' "
+            "ORDER BY id FOR UPDATE"
+        ),
+        {"d": device_id},
+    ).all()
+    # The lifecycle works on psycopg cursors; this one shares the request's transaction.
+    with db.connection.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+        for alert_id, state in open_alerts:
+            cur.execute(
+                "UPDATE alerts SET state = 'resolved', resolved_at = now(), updated_at = now() "
+                "WHERE id = %s",
+                (alert_id,),
+            )
+            lifecycle.history(cur, alert_id, state, "resolved", actor=who.username, note=reason)
+            # Nothing more of this device goes to its former home's targets.
+            cur.execute(
+                "UPDATE alert_outbox SET status = 'cancelled' "
+                "WHERE alert_id = %s AND status = 'queued'",
+                (alert_id,),
+            )
+            lifecycle.announce(cur, "resolved", lifecycle.alert_payload(cur, alert_id))
+    return sorted(r.id for r in rules), [a.id for a in open_alerts]
+
+
 @router.patch(
     "/{device_id}",
-    response_model=DeviceOut,
+    response_model=DeviceUpdated,
     summary="Rename a device or assign it to a home (admins)",
+    description="Moving a device to another home retires the rules made for it and closes its "
+    "open alerts (listed in the answer and in the audit log): the new home's rules and the "
+    "defaults apply from then on.",
 )
 def update_device(
     device_id: DevicePath, body: DeviceUpdate, db: DbConn, who: CurrentUser
-) -> DeviceOut:
-    _device(db, device_id)
+) -> DeviceUpdated:
     changes = body.model_dump(include=body.model_fields_set)
     if "home_id" in changes:
         _check_home(db, changes["home_id"])
+    # Locked: two moves of one device take turns, so each sees the home the other left.
+    before = db.execute(
+        text("SELECT home_id FROM devices WHERE device_id = :d FOR UPDATE"), {"d": device_id}
+    ).first()
+    if before is None:
+        raise HTTPException(status_code=404, detail="device not found")
     for column, value in changes.items():
         # Column names come from the model's fields, never from the request's keys.
         db.execute(
             text(f"UPDATE devices SET {column} = :v WHERE device_id = :d"),
             {"v": value, "d": device_id},
         )
-    audit.record(db, who, "device.update", device_id, **changes)
+    retired: list[int] = []
+    closed: list[int] = []
+    if "home_id" in changes and changes["home_id"] != before.home_id:
+        retired, closed = _follow_move(db, who, device_id, before.home_id, changes["home_id"])
+        changes["from_home"] = before.home_id
+    audit.record(
+        db, who, "device.update", device_id, **changes, retired_rules=retired, closed_alerts=closed
+    )
     db.commit()
-    return _device(db, device_id)
+    return DeviceUpdated(
+        **_device(db, device_id).model_dump(), retired_rules=retired, closed_alerts=closed
+    )
 
 
 @router.post(
@@ -297,8 +386,12 @@ def put_config(
     response_model=DeviceHealth,
     summary="Device health: status, last seen, per-sensor faults, recent rejects",
 )
-def device_health(device_id: DevicePath, db: DbConn) -> DeviceHealth:
+def device_health(device_id: DevicePath, db: DbConn, who: CurrentUser) -> DeviceHealth:
     device = _device(db, device_id)
+    sensors = sensors_latest(db, device_id)
+    if not policy.sees_values(who, device.home_id):
+        # Health is for whoever services the device; what it measured is for its home's people.
+        sensors = [s.model_copy(update={"value": None}) for s in sensors]
     rejects = db.execute(
         text(
             "SELECT count(*) FROM ingest_rejects WHERE device_id = :d "
@@ -319,7 +412,7 @@ def device_health(device_id: DevicePath, db: DbConn) -> DeviceHealth:
         device_id=device_id,
         status=device.status,
         last_seen=device.last_seen,
-        sensors=sensors_latest(db, device_id),
+        sensors=sensors,
         rejects_24h=int(rejects),
         report=report,
     )

@@ -29,10 +29,8 @@ def _hostile_payloads(device_id: str) -> list[bytes]:
     head = f'{{"v":1,"dev":"{device_id}","seq":'
     t0 = int(time.time())
     variants = [
-        # Not UTF-8, not JSON. (Raw NUL bytes in refused payloads are the writer's concern,
-        # tested with the writer.)
-        bytes(range(1, 256)),
-        b"\xff\xfe" * 50,
+        bytes(range(256)),  # not UTF-8, not JSON, NUL bytes (text columns refuse them)
+        b"\xff\xfe" + b"\x00" * 100,
         head.encode() + b"1",  # truncated
         # Nested past the interpreter's recursion limit, still under the payload limit.
         head.encode() + b'1,"boot":"b","t0":1,"r":' + b"[" * 30_000 + b"]" * 30_000 + b"}",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing as mp
 import sys
 import threading
 import time
@@ -150,55 +151,75 @@ class Canary:
         self.client.loop_stop()
 
 
-class Attacker(threading.Thread):
+# Attackers run in processes of their own, so that generating and sending their load does not
+# take the GIL from the canary's clock.
+_FORK = mp.get_context("fork")
+
+
+class Attacker(_FORK.Process):  # type: ignore[name-defined]
     """One device sending one class of bad input at ATTACK_RATE_HZ until stopped."""
 
     def __init__(self, port: int, make: Callable[[int], bytes]) -> None:
         super().__init__(daemon=True)
+        self.port = port
         self.make = make
-        self.stop = threading.Event()
-        self.sent = 0
-        self.client = mqtt.Client(
+        self.stop = _FORK.Event()
+        self._sent = _FORK.Value("l", 0)
+
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
+
+    def run(self) -> None:
+        client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=ATTACKER,
             protocol=mqtt.MQTTv5,
         )
-        self.client.max_inflight_messages_set(1000)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def run(self) -> None:
-        started = time.monotonic()
+        client.max_inflight_messages_set(1000)
+        client.connect("127.0.0.1", self.port)
+        client.loop_start()
+        started, n = time.monotonic(), 0
         while not self.stop.is_set():
-            self.sent += 1
-            self.client.publish(p.topic(ATTACKER, p.T_READINGS), self.make(self.sent), qos=1)
-            time.sleep(max(0.0, started + self.sent / ATTACK_RATE_HZ - time.monotonic()))
-        self.client.disconnect()
-        self.client.loop_stop()
+            n += 1
+            client.publish(p.topic(ATTACKER, p.T_READINGS), self.make(n), qos=1)
+            self._sent.value = n
+            time.sleep(max(0.0, started + n / ATTACK_RATE_HZ - time.monotonic()))
+        client.disconnect()
+        client.loop_stop()
 
 
-class HttpAttacker(threading.Thread):
+class HttpAttacker(_FORK.Process):  # type: ignore[name-defined]
     """One device posting 64 MiB bodies to HTTP ingest from a few connections at once."""
 
-    BODY = b"[" * (64 * 1024 * 1024)
+    BODY_BYTES = 64 * 1024 * 1024
     CONNECTIONS = 4
 
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url = url + p.HTTP_INGEST_PATH
-        self.stop = threading.Event()
-        self.sent = 0
+        self.stop = _FORK.Event()
+        self._sent = _FORK.Value("l", 0)
 
-    def _one(self) -> None:
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
+
+    def _one(self, body: bytes) -> None:
         with httpx.Client(timeout=10) as http:
             while not self.stop.is_set():
-                self.sent += 1
+                with self._sent.get_lock():
+                    self._sent.value += 1
                 # The collector stops reading past its limit and closes: an error is expected.
                 with contextlib.suppress(httpx.HTTPError):
-                    http.post(self.url, content=self.BODY)
+                    http.post(self.url, content=body)
 
     def run(self) -> None:
-        workers = [threading.Thread(target=self._one, daemon=True) for _ in range(self.CONNECTIONS)]
+        body = b"[" * self.BODY_BYTES
+        workers = [
+            threading.Thread(target=self._one, args=(body,), daemon=True)
+            for _ in range(self.CONNECTIONS)
+        ]
         for w in workers:
             w.start()
         for w in workers:

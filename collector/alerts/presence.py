@@ -18,10 +18,16 @@ from psycopg.types.json import Jsonb
 
 from collector.config import Settings
 from collector.db.connection import connect
+from collector.tls import mqtt_client_tls
 from shared import protocol as p
 
 log = logging.getLogger(__name__)
 
+# A status carries only what its sender knows at that moment: the edge agent's periodic status
+# has the spool and drop counts, but its shutdown status and its last will name only the boot
+# going offline, and a board's last will names nothing. So each field keeps the last value any
+# status gave it (merged, not replaced), through offline and online transitions and reboots;
+# ``reported_at`` moves when a status changed something in the report.
 _UPSERT = """
 INSERT INTO device_presence AS dp (device_id, state, changed_at, report, reported_at)
 VALUES (%(d)s, %(s)s, now(), %(r)s, CASE WHEN %(r)s::jsonb IS NULL THEN NULL ELSE now() END)
@@ -29,11 +35,12 @@ ON CONFLICT (device_id) DO UPDATE SET
     state = excluded.state,
     changed_at = CASE WHEN dp.state IS DISTINCT FROM excluded.state THEN now()
                       ELSE dp.changed_at END,
-    -- The last will carries no report: keep the last one the device sent.
-    report = coalesce(excluded.report, dp.report),
-    reported_at = coalesce(excluded.reported_at, dp.reported_at)
+    report = CASE WHEN excluded.report IS NULL THEN dp.report
+                  ELSE coalesce(dp.report, '{}'::jsonb) || excluded.report END,
+    reported_at = CASE WHEN excluded.report IS NULL OR dp.report @> excluded.report
+                       THEN dp.reported_at ELSE now() END
 WHERE dp.state IS DISTINCT FROM excluded.state
-   OR (excluded.report IS NOT NULL AND dp.report IS DISTINCT FROM excluded.report)
+   OR (excluded.report IS NOT NULL AND NOT coalesce(dp.report @> excluded.report, false))
 """
 # What a status may report about the device; anything else in it is ignored.
 _REPORT_FIELDS = {"dropped": int, "spool": int, "clock_synced": bool, "boot": str, "fw": str}
@@ -79,6 +86,7 @@ class PresenceListener:
         )
         if settings.mqtt_username:
             client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        mqtt_client_tls(client, settings.mqtt_tls_ca_file)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=30)

@@ -1,36 +1,125 @@
-"""What a device reports about itself in its retained status reaches its health page."""
+"""What a device reports about itself in its retained status reaches its health page, and stays
+there through offline and online transitions: the real edge agent and the real firmware (unix
+port) publish their own statuses, last wills included, to a production-mode collector."""
 
 from __future__ import annotations
 
-import time
+import json
+from pathlib import Path
+from typing import Any
 
-import httpx
-
-from shared.protocol import encode_batch
-from tests.support.broker import MosquittoBroker
+from tests.collector.auth.stack import COLLECTOR_USER, Stack
+from tests.edge.agent_process import spool_snapshot, start_agent
+from tests.firmware.board import UnixBoard
+from tests.firmware.conftest import board_config
 from tests.support.mqtt import TestClient
-from tests.support.net import wait_for
-from tests.support.processes import CollectorProcess
+from tests.support.net import free_port, wait_for
+from thermowatch.firmware_cli import build_bundle
 
 
-def test_spool_depth_and_dropped_readings_reported_by_a_device_show_in_its_health(
-    collector: CollectorProcess, api: httpx.Client, broker: MosquittoBroker
+def _statuses(stack: Stack, device_id: str) -> TestClient:
+    """Records every status the broker delivers for the device, as the collector sees them (on
+    the collectors' listener where the broker has one)."""
+    port = getattr(stack.broker, "collector_port", None) or stack.broker.port
+    watcher = TestClient(port, username=COLLECTOR_USER, password=stack.collector_password)
+    watcher.subscribe(f"tw/v1/{device_id}/status")
+    return watcher
+
+
+def _report(stack: Stack, device_id: str) -> dict[str, Any] | None:
+    with stack.admin() as admin:
+        report: dict[str, Any] | None = admin.get(f"/api/v1/devices/{device_id}/health").json()[
+            "report"
+        ]
+    return report
+
+
+def _wait_report(stack: Stack, device_id: str, what: str, check: Any) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        report = _report(stack, device_id)
+        return report if report is not None and check(report) else None
+
+    return wait_for(ready, 30, what=what)
+
+
+def test_a_gateway_s_spool_and_drop_counts_survive_its_offline_status_and_restarts(
+    stack: Stack, tmp_path: Path
 ) -> None:
-    body = encode_batch("rep1", 1, "b1", int(time.time()), [("s1", 0, 20.5, 0)])
-    assert httpx.post(collector.url + "/api/v1/ingest", content=body).status_code == 200
-    device = TestClient(broker.port)
-    status = b'{"v":1,"state":"online","boot":"b1","dropped":7,"spool":3,"clock_synced":true,'
-    device.client.publish("tw/v1/rep1/status", status + b'"extra":"ignored"}', qos=1, retain=True)
+    device = "gw-report"
+    bundle = stack.provision(device, stack.new_home("Gateway"))
+    spool = tmp_path / "spool.db"
+    login = {
+        "device_id": device,
+        "mqtt_username": bundle["mqtt"]["username"],
+        "mqtt_password": bundle["mqtt"]["password"],
+        "sample_period_s": 0.1,
+        "shutdown_drain_s": 0.5,
+    }
+    # First without a broker, with a short age limit, so the spool drops readings (and keeps
+    # count of them across restarts).
+    offline = start_agent(
+        spool, free_port(), simulate=1, spool_max_age_s=0.3, name="edge-offline", **login
+    )
+    try:
+        wait_for(lambda: spool_snapshot(spool)["dropped"] > 0, 30, what="readings dropped")
+    finally:
+        offline.stop()
+    watcher = _statuses(stack, device)
+    agent = start_agent(spool, stack.broker.port, simulate=1, **login)
+    try:
+        # Online at once with its boot, then its periodic status with the counts.
+        online = _wait_report(
+            stack, device, "the counts", lambda r: r["online"] and r["dropped"] is not None
+        )
+        assert online["dropped"] > 0 and online["spool"] is not None
+        agent.stop()  # its last periodic status, then "offline" with its boot id
+        report = _wait_report(stack, device, "offline", lambda r: r["online"] is False)
+        sent = [json.loads(p) for p in watcher.received()]
+        assert sent[-1]["state"] == "offline" and sent[-1]["boot"] == online["boot"]
+        last = [s for s in sent if "dropped" in s][-1]
+        assert (report["dropped"], report["spool"]) == (last["dropped"], last["spool"])
+        assert report["boot"] == online["boot"]
 
-    def report() -> dict | None:  # type: ignore[type-arg]
-        return api.get("/api/v1/devices/rep1/health").json()["report"]
+        # A new boot: online at once without counts, the counts following with its status; then
+        # the process dies and the broker publishes its last will.
+        agent = start_agent(spool, stack.broker.port, simulate=1, **login)
+        again = _wait_report(stack, device, "the new boot", lambda r: r["boot"] != online["boot"])
+        assert again["dropped"] >= report["dropped"]
+        again = _wait_report(stack, device, "online again", lambda r: r["online"])
+        agent.kill()
+        after = _wait_report(stack, device, "the last will", lambda r: r["online"] is False)
+        sent = [json.loads(p) for p in watcher.received()]
+        assert sent[-1] == {"v": 1, "state": "offline", "boot": again["boot"]}
+        assert after["dropped"] >= again["dropped"] > 0 and after["spool"] is not None
+    finally:
+        agent.kill()
+        watcher.close()
 
-    got = wait_for(report, 20, what="the device's report")
-    assert got["online"] is True
-    assert (got["dropped"], got["spool"], got["clock_synced"], got["boot"]) == (7, 3, True, "b1")
-    assert "extra" not in got
-    # The last will says only "offline": the device's last report stays.
-    device.client.publish("tw/v1/rep1/status", b'{"v":1,"state":"offline"}', qos=1, retain=True)
-    wait_for(lambda: report()["online"] is False, 20, what="offline")  # type: ignore[index]
-    assert report()["dropped"] == 7  # type: ignore[index]
-    device.close()
+
+def test_a_board_s_boot_and_firmware_survive_its_last_will(
+    stack: Stack, tmp_path: Path, micropython_bin: str
+) -> None:
+    device = "fw-report"
+    bundle = stack.provision(device, stack.new_home("Board"))
+    config = board_config(
+        device_id=device,
+        mqtt_port=stack.broker.port,
+        mqtt_username=bundle["mqtt"]["username"],
+        mqtt_password=bundle["mqtt"]["password"],
+    )
+    watcher = _statuses(stack, device)
+    board = UnixBoard(
+        micropython_bin, build_bundle("unix", tmp_path / "dist"), tmp_path / "b", config
+    )
+    board.start()
+    try:
+        online = _wait_report(stack, device, "the board online", lambda r: r["online"])
+        assert online["boot"] and online["fw"]
+        board.kill()
+        after = _wait_report(stack, device, "the last will", lambda r: r["online"] is False)
+    finally:
+        board.kill()
+        watcher.close()
+    assert json.loads(watcher.received()[-1]) == {"v": 1, "state": "offline"}
+    assert (after["boot"], after["fw"]) == (online["boot"], online["fw"])
+    assert after["reported_at"] == online["reported_at"]  # the will changed nothing it reported

@@ -150,3 +150,28 @@ def sync_broker() -> None:
         backend.stop()
         engine.dispose()
     typer.echo(f"broker in sync ({settings.broker_backend})")
+
+
+@app.command("tls-init")
+def tls_init(
+    out_dir: str = typer.Option("tls", help="Folder for ca.crt, ca.key, server.crt, server.key"),
+    host: list[str] = typer.Option(
+        ...,
+        help="A name or address clients connect to (the certificate is valid for each); repeat",
+    ),
+    renew_ca: bool = typer.Option(
+        False, help="Make a new CA too (every device then needs a new bundle)"
+    ),
+) -> None:
+    """Create the installation's CA (kept if it exists) and a server certificate for the broker
+    and the API. Devices get the CA in their provisioning bundles."""
+    from pathlib import Path
+
+    from collector import tls
+
+    try:
+        files = tls.init(Path(out_dir), host, renew_ca=renew_ca)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    typer.echo(f"CA: {files.ca_cert}\ncertificate: {files.server_cert}\nkey: {files.server_key}")

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # intake between paho's network thread and the pipeline holds that many of the largest.
     mqtt_receive_maximum: int = Field(default=500, ge=1, le=65535)
     mqtt_keepalive_s: int = 30
+    # The CA that signed the broker's certificate (``thermowatch collector tls-init``): set, the
+    # collector's MQTT connections use TLS and verify the broker's certificate and name.
+    mqtt_tls_ca_file: str | None = None
 
     # CoAP ingest (UDP).
     coap_enabled: bool = True
@@ -52,6 +55,10 @@ class Settings(BaseSettings):
     # Largest request body outside ingest (which has max_payload_bytes), enforced while reading
     # so that an unauthenticated request cannot make the collector hold a large body.
     http_max_body_bytes: int = 256 * 1024
+    # Both set: the API is served over HTTPS by the collector itself (else terminate TLS at a
+    # reverse proxy in front of it, docs/security.md).
+    http_tls_cert_file: str | None = None
+    http_tls_key_file: str | None = None
 
     # Group commit: a transaction holds up to this many readings, or whatever arrived within the
     # wait, whichever comes first.
@@ -105,6 +112,9 @@ class Settings(BaseSettings):
     public_mqtt_port: int | None = None
     public_coap_url: str | None = None
     public_http_url: str | None = None
+    # The CA devices must trust for the broker, put into bundles (its PEM text); set, bundles
+    # tell devices to use TLS. Defaults to mqtt_tls_ca_file.
+    public_mqtt_ca_file: str | None = None
 
     # Alerts. A reading measured longer ago than the live window is a backfill: evaluated and
     # recorded, but no "now" notification for a condition that already ended.

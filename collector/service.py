@@ -82,6 +82,9 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
             port=settings.http_port,
             log_level="warning",
             access_log=False,
+            # HTTPS served here when configured; otherwise a reverse proxy terminates TLS.
+            ssl_certfile=settings.http_tls_cert_file,
+            ssl_keyfile=settings.http_tls_key_file,
         )
     )
     try:

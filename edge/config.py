@@ -141,6 +141,10 @@ class EdgeSettings(BaseSettings):
     mqtt_password: str | None = None
     mqtt_keepalive_s: int = Field(30, ge=5, le=3600)
     mqtt_tls: bool = False
+    # The CA the broker's certificate must chain to: PEM text (as the provisioning bundle
+    # carries it) or a file. Neither: the system's trust store.
+    mqtt_ca: str | None = None
+    mqtt_ca_file: Path | None = None
     coap_url: str | None = None
     coap_token: str | None = None
     http_url: str | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from fastapi import Request
 
@@ -33,6 +34,7 @@ def bundle(
     mqtt_host = settings.public_mqtt_host or settings.mqtt_host
     coap_url = settings.public_coap_url or f"coap://{settings.coap_host}:{settings.coap_port}"
     http_base = settings.public_http_url or f"http://{settings.http_host}:{settings.http_port}"
+    ca = _bundle_ca(settings)
     return ProvisioningBundle(
         device_id=device_id,
         mqtt=MqttEndpoint(
@@ -40,12 +42,23 @@ def bundle(
             port=settings.public_mqtt_port or settings.mqtt_port,
             username=device_id,
             password=secrets.mqtt_password,
+            tls=ca is not None,
+            ca=ca,
         ),
         coap=TokenEndpoint(url=coap_url.rstrip("/"), token=secrets.token),
         http=TokenEndpoint(url=http_base.rstrip("/") + p.HTTP_INGEST_PATH, token=secrets.token),
         sensors=sensors,
         config=config,
     )
+
+
+def _bundle_ca(settings: Settings) -> str | None:
+    """The broker's CA as PEM text, read each time: re-running tls-init with a new CA must not
+    leave bundles pointing at the old one until a restart."""
+    path = settings.public_mqtt_ca_file or settings.mqtt_tls_ca_file
+    if not path:
+        return None
+    return Path(path).read_text()
 
 
 def credentials_changed(

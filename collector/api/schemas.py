@@ -260,6 +260,9 @@ class MqttEndpoint(BaseModel):
     port: int
     username: str
     password: str
+    # With TLS, the PEM of the CA the device must trust for the broker (and nothing else).
+    tls: bool = False
+    ca: str | None = None
 
 
 class TokenEndpoint(BaseModel):

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine, text
 
 from collector.broker.files import COLLECTOR_READS, COLLECTOR_WRITES, DEVICE_READS, DEVICE_WRITES
 from collector.config import Settings
+from collector.tls import mqtt_client_tls
 from shared import protocol as p
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class ControlClient:
         password: str,
         client_id: str,
         timeout_s: float,
+        ca_file: str | None = None,
     ) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self._ready = threading.Event()
@@ -123,6 +125,7 @@ class ControlClient:
             protocol=mqtt.MQTTv5,
         )
         client.username_pw_set(username, password)
+        mqtt_client_tls(client, ca_file)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
@@ -219,6 +222,7 @@ class DynsecBackend:
             settings.broker_admin_password.get_secret_value(),
             f"{settings.mqtt_client_id}-dynsec",
             settings.broker_command_timeout_s,
+            settings.mqtt_tls_ca_file,
         )
         self._local = threading.Lock()
         self._stop = threading.Event()

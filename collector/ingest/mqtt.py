@@ -32,6 +32,7 @@ from collector import metrics
 from collector.config import Settings
 from collector.ingest.pipeline import IngestPipeline
 from collector.ingest.work import Outcome
+from collector.tls import mqtt_client_tls
 from shared import protocol as p
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class MqttIngest:
         )
         if settings.mqtt_username:
             client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        mqtt_client_tls(client, settings.mqtt_tls_ca_file)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -31,6 +31,15 @@ def client_id_for(device_id: str) -> str:
     return device_id
 
 
+def tls_context(settings: EdgeSettings) -> ssl.SSLContext:
+    """Verify the broker's certificate and name against the provisioned CA: the installation's
+    own CA, so that no certificate from a public CA can stand in for the broker."""
+    ca_file = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+    ctx = ssl.create_default_context(cafile=ca_file, cadata=settings.mqtt_ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 class MqttForwarder(Forwarder):
     """Publishes batches to ``tw/v1/<device>/readings|events`` and listens for acks/config."""
 
@@ -60,7 +69,7 @@ class MqttForwarder(Forwarder):
         if settings.mqtt_username:
             client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         if settings.mqtt_tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set_context(tls_context(settings))
         client.will_set(
             protocol.topic(self.device_id, protocol.T_STATUS),
             protocol.encode_status("offline", boot_id),

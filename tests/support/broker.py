@@ -12,6 +12,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+from collector.tls import TlsFiles
 from tests.support.net import free_port, port_open, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -31,6 +32,7 @@ class MosquittoBroker:
         extra_config: str = "",
         dynsec_config: Path | None = None,
         collector_password_file: Path | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -44,6 +46,9 @@ class MosquittoBroker:
         # listener binds client ids to user names (as deploy/mosquitto/mosquitto.conf does).
         self.collector_password_file = collector_password_file
         self.collector_port = free_port() if collector_password_file else self.port
+        # A TLS listener for devices, with the same accounts as the plaintext one.
+        self.tls = tls
+        self.tls_port = free_port() if tls else 0
         self.config_path = workdir / "mosquitto.conf"
         self.log_path = workdir / "mosquitto.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -78,6 +83,22 @@ class MosquittoBroker:
             ]
             if self.acl_file:
                 lines.append(f"acl_file {self.acl_file}")
+        if self.tls:
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {self.tls.ca_cert}",
+                f"certfile {self.tls.server_cert}",
+                f"keyfile {self.tls.server_key}",
+                "tls_version tlsv1.2",
+            ]
+            if self.collector_password_file:
+                # Per-listener settings: the device listener's accounts and binding again.
+                lines.append(f"allow_anonymous {'true' if self.allow_anonymous else 'false'}")
+                if self.password_file:
+                    lines.append(f"password_file {self.password_file}")
+                if self.acl_file:
+                    lines.append(f"acl_file {self.acl_file}")
+                lines.append("use_username_as_clientid true")
         if self.dynsec_config:
             lines.append(f"plugin {dynsec_plugin()}")
             lines.append(f"plugin_opt_config_file {self.dynsec_config}")
@@ -92,7 +113,11 @@ class MosquittoBroker:
         )
         try:
             wait_for(
-                lambda: port_open(self.port) and port_open(self.collector_port),
+                lambda: (
+                    port_open(self.port)
+                    and port_open(self.collector_port)
+                    and (not self.tls or port_open(self.tls_port))
+                ),
                 10,
                 what=f"mosquitto on {self.port}",
             )

@@ -6,6 +6,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -70,16 +71,20 @@ class CollectorProcess(ManagedProcess):
         self.http_port = http_port
         self.coap_port = coap_port
         self._admin_key: str | None = None
+        # Served over HTTPS: the CA file that verifies it (start_collector's http_ca_file).
+        self.https = bool(env.get("THERMOWATCH_HTTP_TLS_CERT_FILE"))
+        self.http_verify: ssl.SSLContext | bool = True
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def wait_ready(self, timeout_s: float = 30) -> CollectorProcess:
         def ready() -> bool:
             if not self.alive():
                 raise RuntimeError(f"{self.name} exited:\n{self.log()}")
-            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+            resp = httpx.get(self.url + "/readyz", timeout=1, verify=self.http_verify)
+            return resp.status_code == 200
 
         try:
             wait_for(ready, timeout_s, what=f"{self.name} ready")
@@ -108,6 +113,7 @@ def start_collector(
     client_id: str | None = None,
     auto_register: bool = True,
     wait: bool = True,
+    http_ca_file: str | None = None,
     **settings: Any,
 ) -> CollectorProcess:
     """Start ``thermowatch collector serve`` on free ports against the given DB and broker.
@@ -135,5 +141,8 @@ def start_collector(
         env[f"THERMOWATCH_{key.upper()}"] = (
             str(value).lower() if isinstance(value, bool) else str(value)
         )
-    proc = CollectorProcess(env, http_port, coap_port, name).start()
+    proc = CollectorProcess(env, http_port, coap_port, name)
+    if http_ca_file:
+        proc.http_verify = ssl.create_default_context(cafile=http_ca_file)
+    proc.start()
     return proc.wait_ready() if wait else proc

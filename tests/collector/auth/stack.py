@@ -16,6 +16,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from collector.tls import init as tls_init
 from tests.collector.conftest import count_readings
 from tests.support.broker import MosquittoBroker, init_dynsec
 from tests.support.database import create_database, drop_database
@@ -86,8 +87,11 @@ class Stack:
 
 
 @contextmanager
-def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
+def secured_stack(workdir: Path, *, tls: bool = False, **settings: Any) -> Iterator[Stack]:
+    """``tls``: devices get the broker's TLS listener and the CA in their bundles (as compose
+    deploys it)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    tls_files = tls_init(workdir / "tls", ["localhost", "127.0.0.1"]) if tls else None
     password_file, acl_file = workdir / "passwd", workdir / "acl"
     collector_password_file = workdir / "collectors.passwd"
     for empty in (password_file, acl_file, collector_password_file):
@@ -101,6 +105,7 @@ def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
         password_file=password_file,
         acl_file=acl_file,
         collector_password_file=collector_password_file,
+        tls=tls_files,
     ).start()
     assert broker.proc is not None
     pid_file = workdir / "mosquitto.pid"
@@ -121,8 +126,13 @@ def secured_stack(workdir: Path, **settings: Any) -> Iterator[Stack]:
         mqtt_client_id="",
         mqtt_shared_group="",
     )
+    collector_port = broker.collector_port
+    if tls_files is not None:
+        # Devices are sent to the TLS listener; the collector keeps its own listener (inside
+        # the deployment's network), its TLS is tested against the devices' listener.
+        config.update(public_mqtt_port=broker.tls_port, public_mqtt_ca_file=tls_files.ca_cert)
     config.update(settings)
-    collector = start_collector(database_url, broker.collector_port, auto_register=False, **config)
+    collector = start_collector(database_url, collector_port, auto_register=False, **config)
     admin_password = secrets.token_urlsafe(16)
     admin_key = create_admin_key(collector.env, username="root-admin", password=admin_password)
     stack = Stack(

@@ -1,0 +1,76 @@
+"""TLS in a production-mode stack: the bundle carries the broker's CA and its TLS port, and an
+edge agent given that bundle's values delivers over TLS, verified, and is acknowledged; the
+collector serves its API over HTTPS with its own certificate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from collector import tls
+from tests.collector.auth.stack import readings_count, secured_stack
+from tests.edge.agent_process import spool_snapshot, start_agent
+from tests.support.net import wait_for
+from tests.support.processes import start_collector
+
+
+def test_an_agent_with_only_a_tls_bundle_delivers_over_tls(tmp_path: Path) -> None:
+    with secured_stack(tmp_path / "stack", tls=True) as stack:
+        bundle = stack.provision("gw-tls", sensors=[{"sensor_id": "sim-0", "label": "Fridge"}])
+        mqtt = bundle["mqtt"]
+        assert mqtt["tls"] is True
+        assert mqtt["port"] == stack.broker.tls_port != stack.broker.port
+        assert mqtt["ca"] == (stack.workdir / "tls" / tls.CA_CERT).read_text()
+        spool = tmp_path / "spool.db"
+        agent = start_agent(
+            spool,
+            mqtt["port"],
+            # The bundle's values, as the agent reads them from the bundle file.
+            device_id=bundle["device_id"],
+            mqtt_host=mqtt["host"],
+            mqtt_username=mqtt["username"],
+            mqtt_password=mqtt["password"],
+            mqtt_tls=True,
+            mqtt_ca=mqtt["ca"],
+            simulate=1,
+            sample_period_s=0.2,
+            shutdown_drain_s=20,
+        )
+        try:
+            wait_for(lambda: readings_count(stack.database_url, "gw-tls") >= 5, 30, what="rows")
+            agent.stop(timeout_s=30)
+            final = spool_snapshot(spool)
+            assert final["rows"] == [] and final["batches"] == 0, agent.log()[-2000:]
+        finally:
+            agent.kill()
+
+
+def test_the_collector_serves_https_verified_by_its_ca(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    files = tls.init(tmp_path / "tls", ["127.0.0.1"])
+    collector = start_collector(
+        fresh_database_url,
+        None,
+        http_tls_cert_file=files.server_cert,
+        http_tls_key_file=files.server_key,
+        http_ca_file=str(files.ca_cert),
+    )
+    try:
+        assert collector.url.startswith("https://")
+        assert (
+            httpx.get(
+                collector.url + "/readyz", verify=tls.client_context(files.ca_cert)
+            ).status_code
+            == 200
+        )
+        # A client that does not trust the installation's CA refuses the server.
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(collector.url + "/readyz")
+        # Plaintext HTTP to the HTTPS port gets no answer.
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{collector.http_port}/readyz", timeout=5)
+    finally:
+        collector.stop()

@@ -114,3 +114,23 @@ def test_mounted_mosquitto_config_exists_and_refuses_anonymous_clients() -> None
     host_path = next(v.split(":")[0] for v in volumes if "mosquitto.conf" in v)
     conf = (REPO / host_path).read_text()
     assert "allow_anonymous false" in conf
+
+
+def test_every_listener_and_the_api_use_tls_with_the_generated_certificate() -> None:
+    services = load()["services"]
+    env = services["collector"]["environment"]
+    conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
+    for port, lines in _listeners(conf).items():
+        assert "certfile /tls/server.crt" in lines, port
+        assert "keyfile /tls/server.key" in lines, port
+    # Devices and the collector verify the broker with the CA tls-init wrote; bundles carry it.
+    assert env["THERMOWATCH_MQTT_TLS_CA_FILE"] == "/tls/ca.crt"
+    assert env["THERMOWATCH_PUBLIC_MQTT_CA_FILE"] == "/tls/ca.crt"
+    assert env["THERMOWATCH_HTTP_TLS_CERT_FILE"] == "/tls/server.crt"
+    assert env["THERMOWATCH_PUBLIC_HTTP_URL"].startswith("https://")
+    assert "tls-init" in " ".join(services["tls-files"]["command"])
+    assert "tls:/tls:ro" in services["mosquitto"]["volumes"]
+    assert "tls:/tls:ro" in services["collector"]["volumes"]
+    assert services["mosquitto"]["depends_on"]["tls-files"]["condition"] == (
+        "service_completed_successfully"
+    )

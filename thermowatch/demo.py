@@ -26,6 +26,8 @@ import httpx
 import psycopg
 import typer
 
+from collector import tls
+
 DEMO_DEVICE = "demo-edge"
 
 
@@ -130,10 +132,13 @@ def demo(
     collectors_passwd = work / "collectors.passwd"
     for empty in (passwd, acl, collectors_passwd):
         empty.write_text("")
-    # Devices and the collector on listeners of their own, as deployed (docs/security.md).
+    # Devices and the collector on listeners of their own, as deployed (docs/security.md); the
+    # devices' over TLS with the installation's own CA, which their bundle carries.
+    certs = tls.init(work / "tls", ["127.0.0.1"])
     (work / "mosquitto.conf").write_text(
         f"per_listener_settings true\nlistener {mqtt_port} 127.0.0.1\nallow_anonymous false\n"
         f"use_username_as_clientid true\npassword_file {passwd}\nacl_file {acl}\n"
+        f"certfile {certs.server_cert}\nkeyfile {certs.server_key}\n"
         f"listener {collector_mqtt_port} 127.0.0.1\nallow_anonymous false\n"
         f"password_file {collectors_passwd}\nacl_file {acl}\n"
         f"persistence true\npersistence_location {work}/\nuser root\n"
@@ -156,6 +161,7 @@ def demo(
             "THERMOWATCH_SECRET_KEY": secrets.token_urlsafe(48),
             "THERMOWATCH_MQTT_PORT": str(collector_mqtt_port),
             "THERMOWATCH_PUBLIC_MQTT_PORT": str(mqtt_port),
+            "THERMOWATCH_PUBLIC_MQTT_CA_FILE": str(certs.ca_cert),
             "THERMOWATCH_MQTT_USERNAME": "thermowatch-collector",
             "THERMOWATCH_MQTT_PASSWORD": secrets.token_urlsafe(24),
             "THERMOWATCH_BROKER_PASSWORD_FILE": str(passwd),
@@ -192,7 +198,7 @@ def demo(
         )
         stack.callback(_stop, agent)
         typer.echo(
-            f"Thermowatch demo: API {api_url}/docs  ·  MQTT 127.0.0.1:{mqtt_port}  ·  "
+            f"Thermowatch demo: API {api_url}/docs  ·  MQTT over TLS 127.0.0.1:{mqtt_port}  ·  "
             f"CoAP udp/{coap_port}  ·  database thermowatch_demo"
         )
         typer.echo(f"Admin API key for this run (header 'Authorization: Bearer …'): {admin_key}")

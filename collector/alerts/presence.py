@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 # ``reported_at`` moves when a status changed something in the report.
 _UPSERT = """
 INSERT INTO device_presence AS dp (device_id, state, changed_at, report, reported_at)
-VALUES (%(d)s, %(s)s, now(), %(r)s, CASE WHEN %(r)s::jsonb IS NULL THEN NULL ELSE now() END)
+-- Only provisioned devices: a status for an unknown id must not create a row anyone sees.
+SELECT %(d)s, %(s)s, now(), %(r)s, CASE WHEN %(r)s::jsonb IS NULL THEN NULL ELSE now() END
+WHERE EXISTS (SELECT 1 FROM devices WHERE device_id = %(d)s)
 ON CONFLICT (device_id) DO UPDATE SET
     state = excluded.state,
     changed_at = CASE WHEN dp.state IS DISTINCT FROM excluded.state THEN now()
@@ -46,18 +48,29 @@ WHERE dp.state IS DISTINCT FROM excluded.state
 _REPORT_FIELDS = {"dropped": int, "spool": int, "clock_synced": bool, "boot": str, "fw": str}
 
 
+def _json(payload: bytes | str) -> object:
+    """The parsed payload, or None for anything that is not JSON we can read.
+
+    RecursionError (deep nesting) and the integer-digit limit must not escape: an exception here
+    would end the MQTT client's network thread, and with it every device's presence."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+
+
 def parse_report(payload: bytes) -> dict[str, object] | None:
     """The known fields of a status payload with the right types, or None when it has none."""
-    try:
-        obj = json.loads(payload)
-    except ValueError:
-        return None
+    obj = _json(payload)
     if not isinstance(obj, dict):
         return None
     report = {
         key: obj[key]
         for key, kind in _REPORT_FIELDS.items()
-        if type(obj.get(key)) is kind and (kind is not str or p.valid_id(obj[key]))
+        if type(obj.get(key)) is kind
+        and (kind is not str or p.valid_id(obj[key]))
+        # Counters a device reports are shown to people: bounded like any decoded number.
+        and (kind is not int or 0 <= obj[key] < 2**53)
     }
     return report or None
 
@@ -67,10 +80,7 @@ def parse_status(payload: bytes) -> str | None:
     text = payload.decode("utf-8", "replace").strip()
     if text in ("online", "offline"):
         return text
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return None
+    obj = _json(text)
     state = obj.get("state") if isinstance(obj, dict) else None
     return state if state in ("online", "offline") else None
 
@@ -105,6 +115,12 @@ class PresenceListener:
             client.subscribe(p.TOPIC_PREFIX + "/+/" + p.T_STATUS, qos=1)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._record(msg)
+        except Exception:  # never end paho's network thread over one device's message
+            log.exception("a status message on %s could not be read", msg.topic)
+
+    def _record(self, msg: mqtt.MQTTMessage) -> None:
         parsed = p.parse_topic(msg.topic)
         state = parse_status(bytes(msg.payload))
         if parsed is None or state is None or not p.valid_id(parsed[0]):

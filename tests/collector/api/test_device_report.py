@@ -123,3 +123,43 @@ def test_a_board_s_boot_and_firmware_survive_its_last_will(
     assert json.loads(watcher.received()[-1]) == {"v": 1, "state": "offline"}
     assert (after["boot"], after["fw"]) == (online["boot"], online["fw"])
     assert after["reported_at"] == online["reported_at"]  # the will changed nothing it reported
+
+
+def test_hostile_statuses_leave_the_collector_s_presence_listener_running(stack: Stack) -> None:
+    """Status payloads that broke the parser (deep nesting, huge integers) or would show people
+    absurd counts are ignored; the device's next real status is still recorded."""
+    device = "st-hostile"
+    bundle = stack.provision(device, stack.new_home("Hostile status"))
+    client = TestClient(
+        stack.broker.port,
+        client_id=device,
+        username=bundle["mqtt"]["username"],
+        password=bundle["mqtt"]["password"],
+    )
+    topic = f"tw/v1/{device}/status"
+    hostile = [
+        b"[" * 100_000,
+        b'{"state": "online", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b'{"state": "online", "dropped": ' + b"9" * 5000 + b"}",
+        b'{"state": "online", "dropped": ' + str(2**70).encode() + b', "spool": -5}',
+        b'{"state": "online", "boot": ["x"], "fw": {"a": 1}}',
+        b"\xff\xfe\x00",
+    ]
+    client.publish_all([(topic, body) for body in hostile])
+    client.publish_all([(topic, b'{"state": "online", "dropped": 7, "spool": 3, "boot": "b9"}')])
+    report = _wait_report(stack, device, "the real status", lambda r: r["dropped"] == 7)
+    assert (report["spool"], report["boot"], report["online"]) == (3, "b9", True)
+    client.client.disconnect()
+
+
+def test_a_status_for_an_unknown_device_creates_no_row(stack: Stack) -> None:
+    import psycopg
+
+    from collector.alerts.presence import _UPSERT
+
+    with psycopg.connect(stack.database_url, autocommit=True) as conn:
+        conn.execute(_UPSERT, {"d": "never-provisioned", "s": "online", "r": None})
+        rows = conn.execute(
+            "SELECT count(*) FROM device_presence WHERE device_id = 'never-provisioned'"
+        ).fetchone()
+    assert rows == (0,)

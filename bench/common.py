@@ -184,6 +184,8 @@ class Collector:
             "THERMOWATCH_MQTT_CLIENT_ID": f"tw-bench-{uuid.uuid4().hex[:8]}",
             "THERMOWATCH_HTTP_PORT": str(self.http_port),
             "THERMOWATCH_COAP_PORT": str(self.coap_port),
+            # Benchmarks measure CoAP on the loopback: plaintext accepted on purpose.
+            "THERMOWATCH_COAP_PLAINTEXT_ALLOWED": "true",
         }
         for key, value in settings.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     coap_enabled: bool = True
     coap_host: str = "127.0.0.1"
     coap_port: int = 5683
+    # CoAP has no encryption here (no maintained DTLS or OSCORE that boards and aiocoap share):
+    # a device's token and readings cross the network readable. So the CoAP listener starts
+    # only when this explicit opt-in says that is accepted (docs/security.md).
+    coap_plaintext_allowed: bool = False
 
     # HTTP API.
     http_host: str = "127.0.0.1"

@@ -70,9 +70,18 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
         alert_stream=alerting.stream if alerting is not None else None,
     )
     coap = None
-    if settings.coap_enabled:
+    if settings.coap_enabled and not settings.coap_plaintext_allowed:
+        log.warning(
+            "CoAP not started: it would be plaintext (tokens readable on the network); set "
+            "THERMOWATCH_COAP_PLAINTEXT_ALLOWED=true to accept that, or use MQTT over TLS"
+        )
+    elif settings.coap_enabled:
         coap = await start_coap_server(pipeline, settings.coap_host, settings.coap_port)
-        log.info("CoAP listening on %s:%s", settings.coap_host, settings.coap_port)
+        log.warning(
+            "CoAP listening on %s:%s in plaintext (THERMOWATCH_COAP_PLAINTEXT_ALLOWED)",
+            settings.coap_host,
+            settings.coap_port,
+        )
     if mqtt is not None:
         mqtt.start()
     server = uvicorn.Server(

@@ -170,6 +170,8 @@ def demo(
             "THERMOWATCH_BROKER_PID_FILE": str(pid_file),
             "THERMOWATCH_HTTP_PORT": str(http_port),
             "THERMOWATCH_COAP_PORT": str(coap_port),
+            # On the loopback only: plaintext CoAP is an explicit opt-in (docs/security.md).
+            "THERMOWATCH_COAP_PLAINTEXT_ALLOWED": "true",
         }
         admin_key = _create_admin(python, collector_env)
         collector_log = work / "collector.log"

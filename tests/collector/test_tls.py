@@ -1,11 +1,14 @@
 """TLS in a production-mode stack: the bundle carries the broker's CA and its TLS port, and an
 edge agent given that bundle's values delivers over TLS, verified, and is acknowledged; the
-collector serves its API over HTTPS with its own certificate."""
+collector serves its API over HTTPS with its own certificate; plaintext CoAP is an opt-in."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import aiocoap
+import aiocoap.error
 import httpx
 import pytest
 
@@ -74,3 +77,32 @@ def test_the_collector_serves_https_verified_by_its_ca(
             httpx.get(f"http://127.0.0.1:{collector.http_port}/readyz", timeout=5)
     finally:
         collector.stop()
+
+
+def _coap_post(port: int) -> aiocoap.Message:
+    async def post() -> aiocoap.Message:
+        context = await aiocoap.Context.create_client_context()
+        try:
+            uri = f"coap://127.0.0.1:{port}/tw/v1/gw-coap/readings?t=x"
+            request = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=b"{}")
+            return await asyncio.wait_for(context.request(request).response, 10)
+        finally:
+            await context.shutdown()
+
+    return asyncio.run(post())
+
+
+def test_plaintext_coap_listens_only_when_explicitly_allowed(fresh_database_url: str) -> None:
+    collector = start_collector(fresh_database_url, None, coap_plaintext_allowed=False)
+    try:
+        # No listener: the request fails (port unreachable or no answer), it is never served.
+        with pytest.raises((aiocoap.error.Error, TimeoutError)):
+            _coap_post(collector.coap_port)
+        assert "CoAP not started" in collector.log()
+    finally:
+        collector.stop()
+    allowed = start_collector(fresh_database_url, None, coap_plaintext_allowed=True)
+    try:
+        assert _coap_post(allowed.coap_port).code == aiocoap.UNAUTHORIZED
+    finally:
+        allowed.stop()

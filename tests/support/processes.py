@@ -127,6 +127,8 @@ def start_collector(
         "THERMOWATCH_HTTP_PORT": str(http_port),
         "THERMOWATCH_COAP_PORT": str(coap_port),
         "THERMOWATCH_AUTO_REGISTER_DEVICES": "true" if auto_register else "false",
+        # Tests exercise the CoAP paths on the loopback; production leaves plaintext CoAP off.
+        "THERMOWATCH_COAP_PLAINTEXT_ALLOWED": "true",
         "THERMOWATCH_MQTT_CLIENT_ID": client_id or f"tw-test-{name}-{http_port}",
         # A group of its own unless a test shares one on purpose: a stopped collector's
         # persistent session would otherwise keep receiving its share of the messages.

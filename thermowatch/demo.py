@@ -38,11 +38,36 @@ def _free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 def _ensure_database(admin_url: str, name: str) -> str:
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if exists and not _schema_is_known(url):
+            # Left by another version of Thermowatch (a newer checkout, another branch): the
+            # demo's data is disposable, and this code could not migrate it.
+            print(f"database {name} has a schema this version does not know: starting it afresh")
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            exists = None
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rsplit("/", 1)[0] + "/" + name
+    return url
+
+
+def _schema_is_known(url: str) -> bool:
+    """True when every migration the database has been through is one of ours."""
+    from alembic.script import ScriptDirectory
+
+    from collector.db.migrate import alembic_config
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        table = conn.execute("SELECT to_regclass('alembic_version')").fetchone()
+        if table is None or table[0] is None:
+            return True  # never migrated
+        versions = [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+    scripts = ScriptDirectory.from_config(alembic_config(url))
+    try:
+        return all(scripts.get_revision(v) is not None for v in versions)
+    except Exception:  # alembic raises its own errors for revisions it cannot find
+        return False
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -119,13 +144,16 @@ def demo(
     admin_database_url: str = typer.Option(
         "postgresql://postgres@127.0.0.1:5432/postgres",
         envvar="THERMOWATCH_DEMO_ADMIN_DATABASE_URL",
-        help="A PostgreSQL server with TimescaleDB; the demo uses its database thermowatch_demo",
+        help="A PostgreSQL server with TimescaleDB, where the demo keeps its own database",
+    ),
+    database: str = typer.Option(
+        "thermowatch_demo", envvar="THERMOWATCH_DEMO_DATABASE", help="The demo's database"
     ),
 ) -> None:
     """Start a broker, the collector and a simulated edge agent, and show live readings."""
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     work = Path(tempfile.mkdtemp(prefix="thermowatch-demo-"))
-    database_url = _ensure_database(admin_database_url, "thermowatch_demo")
+    database_url = _ensure_database(admin_database_url, database)
     mqtt_port, coap_port = _free_port(), _free_port(socket.SOCK_DGRAM)
     collector_mqtt_port = _free_port()
     passwd, acl, pid_file = work / "passwd", work / "acl", work / "mosquitto.pid"
@@ -201,7 +229,7 @@ def demo(
         stack.callback(_stop, agent)
         typer.echo(
             f"Thermowatch demo: API {api_url}/docs  ·  MQTT over TLS 127.0.0.1:{mqtt_port}  ·  "
-            f"CoAP udp/{coap_port}  ·  database thermowatch_demo"
+            f"CoAP udp/{coap_port}  ·  database {database}"
         )
         typer.echo(f"Admin API key for this run (header 'Authorization: Bearer …'): {admin_key}")
         typer.echo(f"Readings: {api_url}/api/v1/devices/{device_id}/readings?bucket=1m\n")

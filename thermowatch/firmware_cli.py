@@ -202,6 +202,13 @@ def config_from_bundle(
             mqtt_username=mqtt["username"],
             mqtt_password=mqtt["password"],
         )
+        if mqtt.get("tls") and transport == "mqtt":
+            # The board firmware has no TLS yet: say so rather than let it fail against a
+            # TLS-only listener (docs/security.md, "Encryption in transit").
+            notes.append(
+                "mqtt: the bundle asks for TLS, which the board firmware does not do yet; the "
+                "board connects in plaintext, so its broker needs a plaintext devices' listener"
+            )
     coap = bundle.get("coap") or {}
     if coap.get("url"):
         parsed = urlsplit(coap["url"])

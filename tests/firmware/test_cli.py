@@ -194,3 +194,15 @@ def test_self_test_reports_an_unreachable_broker(tmp_path: Path) -> None:
     results = {r["check"]: r for r in json.loads(checked.stdout)}
     assert results["broker"]["ok"] is False and "127.0.0.1:1" in results["broker"]["detail"]
     assert results["probe_faults"]["ok"] is True
+
+
+def test_a_tls_bundle_is_flagged_because_boards_have_no_tls_yet(tmp_path: Path) -> None:
+    bundle = tmp_path / "kitchen-1.json"
+    tls_mqtt = {**PROVISIONING_BUNDLE["mqtt"], "tls": True, "ca": "-----BEGIN CERTIFICATE-----"}
+    bundle.write_text(json.dumps({**PROVISIONING_BUNDLE, "mqtt": tls_mqtt}))
+    result = thermowatch(
+        "flash", "--port", "/dev/ttyUSB0", "--bundle", str(bundle), "--board", "pico-w",
+        "--dry-run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "the bundle asks for TLS" in result.stderr

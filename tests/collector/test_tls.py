@@ -79,13 +79,13 @@ def test_the_collector_serves_https_verified_by_its_ca(
         collector.stop()
 
 
-def _coap_post(port: int) -> aiocoap.Message:
+def _coap_post(port: int, timeout_s: float = 10) -> aiocoap.Message:
     async def post() -> aiocoap.Message:
         context = await aiocoap.Context.create_client_context()
         try:
             uri = f"coap://127.0.0.1:{port}/tw/v1/gw-coap/readings?t=x"
             request = aiocoap.Message(code=aiocoap.POST, uri=uri, payload=b"{}")
-            return await asyncio.wait_for(context.request(request).response, 10)
+            return await asyncio.wait_for(context.request(request).response, timeout_s)
         finally:
             await context.shutdown()
 
@@ -97,7 +97,7 @@ def test_plaintext_coap_listens_only_when_explicitly_allowed(fresh_database_url:
     try:
         # No listener: the request fails (port unreachable or no answer), it is never served.
         with pytest.raises((aiocoap.error.Error, TimeoutError)):
-            _coap_post(collector.coap_port)
+            _coap_post(collector.coap_port, timeout_s=3)
         assert "CoAP not started" in collector.log()
     finally:
         collector.stop()

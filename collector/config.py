@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from collector.broker import identity
 from shared import protocol
@@ -89,8 +90,26 @@ class Settings(BaseSettings):
     # Authentication. The secret signs access tokens; it has no default (see docs/security.md).
     secret_key: SecretStr | None = None
     access_token_ttl_s: int = 900
-    login_max_failures: int = 5  # per user name and per address within the window
-    login_failure_window_s: int = 300
+    # Login throttling (collector/auth/throttle.py): after the free failures of a user name (or
+    # of one address), each further failure asks for a pause, doubling up to the maximum; a
+    # correct password after the pause always works, and from an address where the user logged
+    # in before only that pair's own failures count. Counters forget after a quiet period.
+    login_free_failures: int = Field(default=5, ge=1)
+    login_address_free_failures: int = Field(default=20, ge=1)
+    login_delay_base_s: float = Field(default=1.0, gt=0)
+    login_delay_max_s: float = Field(default=60.0, gt=0)
+    login_forget_s: float = Field(default=900.0, gt=0)
+    login_known_address_days: float = Field(default=30.0, ge=0)
+    # Password hashes (argon2, 64 MiB each) checked at once per instance, logins waiting for
+    # one (at most the wait), and beyond that 503 with Retry-After.
+    login_max_concurrent_hashes: int = Field(default=2, ge=1)
+    login_hash_queue: int = Field(default=8, ge=0)
+    login_hash_wait_s: float = Field(default=5.0, gt=0)
+    # Reverse proxies whose X-Forwarded-For names the client (addresses or networks, comma
+    # separated). Empty: the header is ignored and the peer is the client; never "*".
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How often an open alert stream checks that its session still runs (closes when not).
+    stream_recheck_s: float = Field(default=15.0, gt=0)
 
     # Broker authentication and ACLs, generated from the database (empty: not managed here).
     # Devices' accounts go to the password file, read by the devices' listener (which has
@@ -153,6 +172,16 @@ class Settings(BaseSettings):
     # Committed samples waiting for evaluation; past this the heaviest home's oldest work is
     # shed (stored, not evaluated; thermowatch_alert_shed_total).
     alerts_backlog_max_samples: int = Field(default=100_000, ge=1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_networks(cls, value: object) -> list[str]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ValueError("a list of addresses or networks")
+        # Each entry must parse as an address or network: a typo or "*" must not trust anyone.
+        names = [str(item).strip() for item in items]
+        return [str(ipaddress.ip_network(name, strict=False)) for name in names if name]
 
     @model_validator(mode="after")
     def _derive_broker_names(self) -> Settings:

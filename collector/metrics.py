@@ -53,3 +53,16 @@ QUARANTINE_LOST = Counter(
     "Quarantined batches whose ingest_rejects row could not be written either (logged); the "
     "sender was answered all the same",
 )
+LOGINS = Counter(
+    "thermowatch_logins_total",
+    "Password logins by outcome: ok, failed (wrong name or password), throttled (a pause after "
+    "failures was running; the password was not checked), busy (no room to check it)",
+    ["outcome"],
+)
+LOGIN_HASHES_RUNNING = Gauge(
+    "thermowatch_login_hashes_running", "Password hashes being checked right now"
+)
+LOGIN_HASHES_PEAK = Gauge(
+    "thermowatch_login_hashes_peak",
+    "The most password hashes that ran at once since start (never above the configured cap)",
+)

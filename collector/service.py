@@ -91,6 +91,10 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
             port=settings.http_port,
             log_level="warning",
             access_log=False,
+            # X-Forwarded-For names the client only when a configured proxy sent it (uvicorn
+            # would otherwise trust any local peer, and login throttling keys on the address).
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=list(settings.trusted_proxies),
             # HTTPS served here when configured; otherwise a reverse proxy terminates TLS.
             ssl_certfile=settings.http_tls_cert_file,
             ssl_keyfile=settings.http_tls_key_file,

@@ -4,6 +4,10 @@ out to the Server-Sent-Events clients of that instance.
 Alert changes are announced with ``NOTIFY`` inside the transaction that makes them, by whichever
 instance makes them, so a client connected to instance B sees what instance A fired, and never
 sees a change that rolled back.
+
+A client's stream (:meth:`AlertStream.follow`) re-checks its authorization every so often and
+ends once it no longer holds (logout, password change, account disabled), so an open connection
+does not outlive the session it was opened with.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +29,20 @@ from collector.db.connection import connect
 log = logging.getLogger(__name__)
 
 EventFilter = Callable[[dict[str, Any]], bool]
+
+
+class Keepalive:
+    """Nothing happened for a while: the client should get a comment line."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The stream ends for this client, and why (said to the client before closing)."""
+
+    reason: str
+
+
+KEEPALIVE = Keepalive()
 
 
 @dataclass(eq=False)
@@ -72,6 +90,44 @@ class AlertStream:
         with self._lock:
             self._subscribers.add(sub)
         return sub
+
+    async def follow(
+        self,
+        accepts: EventFilter,
+        *,
+        still_allowed: Callable[[], Awaitable[bool]],
+        recheck_s: float,
+        keepalive_s: float,
+    ) -> AsyncIterator[dict[str, Any] | Keepalive | Ended]:
+        """One client's stream: the events it accepts, :data:`KEEPALIVE` when quiet, and a last
+        :class:`Ended` when the stream stops or ``still_allowed()`` says no (asked every
+        ``recheck_s``). Subscribes when first iterated and unsubscribes however it ends."""
+        loop = asyncio.get_running_loop()
+        sub = self.subscribe(accepts)
+        try:
+            next_check = loop.time() + recheck_s
+            next_keepalive = loop.time() + keepalive_s
+            while True:
+                now = loop.time()
+                if now >= next_check:
+                    if not await still_allowed():
+                        yield Ended("session ended")
+                        return
+                    next_check = loop.time() + recheck_s
+                if now >= next_keepalive:
+                    yield KEEPALIVE
+                    next_keepalive = loop.time() + keepalive_s
+                timeout = max(0.0, min(next_check, next_keepalive) - loop.time())
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), timeout)
+                except TimeoutError:
+                    continue
+                if event is None:
+                    yield Ended("collector shutting down")
+                    return
+                yield event
+        finally:
+            self.unsubscribe(sub)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:

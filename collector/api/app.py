@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine
 
@@ -23,7 +25,8 @@ from collector.api.routes import (
     readings,
     users,
 )
-from collector.api.schemas import ErrorOut
+from collector.api.schemas import ErrorOut, json_safe
+from collector.auth.login import LoginService
 from collector.db.capabilities import Capabilities
 from collector.ingest.pipeline import IngestPipeline
 from shared import protocol as p
@@ -34,7 +37,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorOut, "description": "Authenticated, but not allowed"},
     404: {"model": ErrorOut, "description": "Not found, or not yours"},
     409: {"model": ErrorOut, "description": "Conflicts with the current state"},
-    429: {"model": ErrorOut, "description": "Too many failed logins"},
+    429: {"model": ErrorOut, "description": "Too many failed logins: wait `Retry-After`"},
 }
 
 
@@ -46,6 +49,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         detail = [{"loc": [], "msg": exc.detail, "type": "value_error"}]
         return JSONResponse({"detail": detail}, status_code=422, headers=exc.headers)
     return await http_exception_handler(request, exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422, with what the client sent made safe to send back: JSON text holds no lone
+    surrogates and no NaN or Infinity, which a 422 echoing them would otherwise fail on (500)."""
+    assert isinstance(exc, RequestValidationError)
+    detail = json_safe(jsonable_encoder(exc.errors()))
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 def create_app(
@@ -68,6 +79,7 @@ def create_app(
         responses=_ERRORS,
     )
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.engine = engine
     app.state.pipeline = pipeline
     app.state.capabilities = capabilities
@@ -75,6 +87,7 @@ def create_app(
     state.setdefault("settings", pipeline.settings)
     for key, value in state.items():
         setattr(app.state, key, value)
+    app.state.login = LoginService.from_settings(engine, secret_key, state["settings"])
     for router in (health, ingest, auth, devices, readings, homes, users, audit, alerts):
         app.include_router(router.router)
     settings = state["settings"]

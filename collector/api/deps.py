@@ -57,21 +57,42 @@ _UNAUTHENTICATED = HTTPException(
 _NOT_FOUND = {"device_id": "device not found", "home_id": "home not found"}
 
 
+def _principal_for(
+    request: Request, db: Connection, secret: str, *, touch: bool = True
+) -> Principal | None:
+    """Whoever an API key or an access token whose session still runs speaks for."""
+    if secret.startswith(API_KEY_PREFIX):
+        return principals.load_by_api_key(db, secret, touch=touch)
+    try:
+        claims = tokens.decode(request.app.state.secret_key, secret)
+    except tokens.InvalidToken:
+        return None
+    return principals.load_session(db, claims)
+
+
 def _authenticate(request: Request, db: Connection, creds: BearerCredentials) -> Principal:
     if creds is None or creds.scheme.lower() != "bearer":
         raise _UNAUTHENTICATED
-    secret = creds.credentials
-    who: Principal | None
-    if secret.startswith(API_KEY_PREFIX):
-        who = principals.load_by_api_key(db, secret)
-    else:
-        try:
-            user_id = tokens.user_id_of(request.app.state.secret_key, secret)
-        except tokens.InvalidToken:
-            raise _UNAUTHENTICATED from None
-        who = principals.load(db, user_id)
+    who = _principal_for(request, db, creds.credentials)
     if who is None:
         raise _UNAUTHENTICATED
+    return who
+
+
+def reauthorize(request: Request) -> Principal | None:
+    """For requests that outlive a moment (the alert stream): the principal as the database
+    sees it now, from the same credentials, or ``None`` once the session ended (logout,
+    password change or reset, account disabled or deleted, key revoked) or the role lost the
+    route. Blocking: run it in a thread from async code."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        return None
+    route = request.scope.get("route")
+    rule = policy.rule_for(request.method, getattr(route, "path", None))
+    with request.app.state.engine.connect() as db:
+        who = _principal_for(request, db, secret.strip(), touch=False)
+    if who is None or rule is None or (rule is not policy.PUBLIC and who.role not in rule):
+        return None
     return who
 
 

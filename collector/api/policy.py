@@ -36,6 +36,7 @@ RULES: dict[tuple[str, str], frozenset[Role]] = {
     ("GET", "/metrics"): PUBLIC,
     ("POST", "/api/v1/ingest"): PUBLIC,  # devices authenticate with their own token
     ("POST", "/api/v1/auth/login"): PUBLIC,
+    ("POST", "/api/v1/auth/logout"): ANYONE,
     ("GET", "/api/v1/auth/me"): ANYONE,
     ("PATCH", "/api/v1/auth/me"): ANYONE,
     ("GET", "/api/v1/auth/api-keys"): ANYONE,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -97,9 +99,12 @@ Storable = AfterValidator(_storable)
 
 
 def _storable_json(value: Any) -> Any:
-    """The same for JSON stored in ``jsonb``: every key and string inside, at any depth."""
+    """The same for JSON stored in ``jsonb``: every key and string inside, at any depth, and
+    numbers (JSON has no NaN or Infinity, which a lenient parser lets through)."""
     if isinstance(value, str):
         _storable(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("numbers must be finite")
     elif isinstance(value, dict):
         for key, item in value.items():
             _storable(key)
@@ -111,6 +116,36 @@ def _storable_json(value: Any) -> Any:
 
 
 StorableJson = AfterValidator(_storable_json)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with what JSON text cannot hold replaced, for echoing input back in an error:
+    lone surrogates become U+FFFD, NaN and Infinity their names as strings."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+# Times clients send (query windows, backtests): anything the API computes from them (a day
+# before, a bucket after, the time zone applied) stays within what Python and PostgreSQL hold.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 9000
+
+
+def _api_time(value: datetime) -> datetime:
+    if not EARLIEST_YEAR <= value.year < LATEST_YEAR:
+        raise ValueError(f"must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return value
+
+
+ApiTime = Annotated[datetime, AfterValidator(_api_time)]
 # Free text and ids that go into the database as they are.
 StoredText = Annotated[str, Storable]
 DeviceIdText = Annotated[

@@ -2,6 +2,11 @@
 
 Only HS256 is accepted when decoding, so a token whose header says ``alg: none`` (or any other
 algorithm) is refused; expiry, issue time and subject are required claims.
+
+A token also names its session: ``gen``, the user's session generation when it was issued (a
+password change, a reset or disabling the account moves it on, which ends every older token),
+and ``jti``, a random id that logout revokes (``revoked_tokens``). Both are checked against the
+database on every request (:func:`collector.auth.principal.load_session`).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 
 import jwt
 
@@ -22,25 +28,53 @@ class InvalidToken(ValueError):
     """The token is malformed, tampered with, expired or signed another way."""
 
 
-def issue(secret: str, user_id: int, ttl_s: int, *, now: float | None = None) -> str:
+@dataclass(frozen=True, slots=True)
+class Claims:
+    """What a valid token says: whose it is, its session generation, its id and expiry."""
+
+    user_id: int
+    generation: int
+    jti: str
+    expires_at: int
+
+
+def issue(
+    secret: str, user_id: int, ttl_s: int, *, generation: int = 1, now: float | None = None
+) -> str:
     issued = int(now if now is not None else time.time())
-    claims = {"sub": str(user_id), "iat": issued, "exp": issued + ttl_s, "iss": _ISSUER}
+    claims = {
+        "sub": str(user_id),
+        "iat": issued,
+        "exp": issued + ttl_s,
+        "iss": _ISSUER,
+        "gen": generation,
+        "jti": secrets.token_urlsafe(16),
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
-def user_id_of(secret: str, token: str) -> int:
-    """The user id a valid token speaks for; raises :class:`InvalidToken` otherwise."""
+def decode(secret: str, token: str) -> Claims:
+    """The claims of a valid token; raises :class:`InvalidToken` otherwise (whether its session
+    still runs is the database's to say)."""
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
             issuer=_ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss"]},
+            options={"require": ["exp", "iat", "sub", "iss", "gen", "jti"]},
         )
-        return int(claims["sub"])
-    except (jwt.PyJWTError, ValueError) as exc:
+        generation, jti = claims["gen"], claims["jti"]
+        if not isinstance(generation, int) or not isinstance(jti, str) or len(jti) > 64:
+            raise ValueError("bad session claims")
+        return Claims(int(claims["sub"]), generation, jti, int(claims["exp"]))
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise InvalidToken(type(exc).__name__) from None
+
+
+def user_id_of(secret: str, token: str) -> int:
+    """The user id a valid token speaks for; raises :class:`InvalidToken` otherwise."""
+    return decode(secret, token).user_id
 
 
 class MissingSecretKey(RuntimeError):

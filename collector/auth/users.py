@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import Connection, text
 
 from collector.auth import hashing
@@ -49,13 +51,36 @@ def set_homes(conn: Connection, *, user_id: int, home_ids: list[int] | tuple[int
         )
 
 
-def authenticate(conn: Connection, username: str, password: str) -> int | None:
-    """The user id when the password is right and the account enabled."""
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What checking a login needs to know about a user."""
+
+    user_id: int
+    username: str
+    password_hash: str
+    disabled: bool
+    session_generation: int
+
+
+def find(conn: Connection, username: str) -> Account | None:
     row = conn.execute(
-        text("SELECT user_id, password_hash, disabled FROM users WHERE username = :n"),
+        text(
+            "SELECT user_id, username, password_hash, disabled, session_generation "
+            "FROM users WHERE username = :n"
+        ),
         {"n": username},
     ).first()
-    ok = hashing.verify_password(row.password_hash if row else None, password)
-    if not ok or row is None or row.disabled:
-        return None
-    return int(row.user_id)
+    return None if row is None else Account(*row)
+
+
+def password_matches(account: Account | None, password: str) -> bool:
+    """Runs the slow hash even for an unknown user (no enumeration by timing); a disabled
+    account never matches."""
+    ok = hashing.verify_password(account.password_hash if account else None, password)
+    return ok and account is not None and not account.disabled
+
+
+def authenticate(conn: Connection, username: str, password: str) -> int | None:
+    """The user id when the password is right and the account enabled."""
+    account = find(conn, username)
+    return account.user_id if account and password_matches(account, password) else None

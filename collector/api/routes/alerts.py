@@ -28,10 +28,10 @@ from collector.alerts.backtest import WouldBeAlert, backtest
 from collector.alerts.evaluate import Sample
 from collector.alerts.messages import Subject
 from collector.alerts.rules import RULE_COLUMNS, Kind, Rule, RuleError, Severity, validate_params
-from collector.alerts.stream import AlertStream
+from collector.alerts.stream import AlertStream, Ended, Keepalive
 from collector.api import policy
-from collector.api.deps import CurrentUser, DbConn, RowId
-from collector.api.schemas import StorableJson, StoredText
+from collector.api.deps import CurrentUser, DbConn, RowId, reauthorize
+from collector.api.schemas import ApiTime, HomeId, StorableJson, StoredText
 from collector.auth import audit
 from collector.auth.principal import Principal, Role
 from collector.notify.base import KINDS as NOTIFIER_KINDS
@@ -197,7 +197,7 @@ def list_alerts(
     home_id: int | None = None,
     device_id: StoredText | None = None,
     sensor_id: StoredText | None = None,
-    since: Annotated[datetime | None, Query(description="Started at or after")] = None,
+    since: Annotated[ApiTime | None, Query(description="Started at or after")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AlertOut]:
     where = [_SCOPE]
@@ -238,7 +238,9 @@ def _stream(request: Request) -> AlertStream:
     summary="Live alert changes (Server-Sent Events)",
     description="Each change is an `alert` event whose data is the alert as JSON with an "
     "`event` field (pending, firing, acknowledged, silenced, reopened, resolved). Changes made "
-    "by any collector instance arrive on every instance's stream.",
+    "by any collector instance arrive on every instance's stream. The stream re-checks the "
+    "session every `THERMOWATCH_STREAM_RECHECK_S` and closes with an `end` event once it ended "
+    "(logout, password change, account disabled) or the role or homes changed.",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
@@ -259,24 +261,29 @@ async def alert_stream(
             return False
         return home_id is None or event.get("home_id") == home_id
 
+    async def still_allowed() -> bool:
+        # The same person with the same role and homes, session running (else the client
+        # reconnects and is authorized afresh, with the filter that then applies).
+        now = await asyncio.to_thread(reauthorize, request)
+        return now is not None and (now.role, now.home_ids) == (who.role, who.home_ids)
+
     async def events() -> AsyncIterator[str]:
-        # Subscribed here, not before the response: a client gone before the first byte leaves
-        # nothing behind.
-        subscriber = stream.subscribe(accepts)
-        try:
-            yield "retry: 2000\n\n"
-            while True:
-                try:
-                    event = await asyncio.wait_for(subscriber.queue.get(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield ": keepalive\n\n"
-                    continue
-                if event is None:
-                    return
-                shown = policy.alert_for(who, event)
+        yield "retry: 2000\n\n"
+        # Subscribed when the response starts, not before: a client gone before the first
+        # byte leaves nothing behind.
+        async for item in stream.follow(
+            accepts,
+            still_allowed=still_allowed,
+            recheck_s=request.app.state.settings.stream_recheck_s,
+            keepalive_s=KEEPALIVE_S,
+        ):
+            if isinstance(item, Keepalive):
+                yield ": keepalive\n\n"
+            elif isinstance(item, Ended):
+                yield f"event: end\ndata: {json.dumps({'reason': item.reason})}\n\n"
+            else:
+                shown = policy.alert_for(who, item)
                 yield f"event: alert\ndata: {json.dumps(shown, separators=(',', ':'))}\n\n"
-        finally:
-            stream.unsubscribe(subscriber)
 
     return StreamingResponse(
         events(),
@@ -366,7 +373,7 @@ class RuleIn(BaseModel):
         default_factory=dict, description="See docs/alerts.md"
     )
     severity: Severity = Severity.warning
-    home_id: int | None = Field(default=None, description="Applies to every sensor of a home")
+    home_id: HomeId | None = Field(default=None, description="Applies to every sensor of a home")
     device_id: StoredText | None = Field(default=None, description="Applies to one device")
     sensor_id: StoredText | None = Field(default=None, description="With device_id: one sensor")
     enabled: bool = True
@@ -563,8 +570,8 @@ class BacktestIn(BaseModel):
     rule: RuleIn
     device_id: StoredText
     sensor_id: StoredText = Field(description="Empty for device-level (offline) rules")
-    start: datetime
-    end: datetime | None = None
+    start: ApiTime
+    end: ApiTime | None = None
 
 
 class BacktestOut(BaseModel):
@@ -641,7 +648,7 @@ _SECRET_KEYS = ("password", "secret", "token")  # masked in any config key, know
 class TargetIn(BaseModel):
     name: StoredText = Field(min_length=1, max_length=100)
     kind: str = Field(description="webhook, smtp, mqtt or homeassistant")
-    home_id: int | None = Field(default=None, description="None: every home (admins only)")
+    home_id: HomeId | None = Field(default=None, description="None: every home (admins only)")
     config: Annotated[dict[str, Any], StorableJson] = Field(
         description=f"Secrets come back as {MASK!r}; send that back to keep a stored secret "
         "(refused when the destination changes: enter the secret again)"
@@ -650,7 +657,7 @@ class TargetIn(BaseModel):
     quiet_start: dtime | None = Field(default=None, description="Local time, e.g. 22:00")
     quiet_end: dtime | None = None
     quiet_tz: str = "UTC"
-    repeat_interval_s: int = Field(default=0, ge=0, description="0: never repeat")
+    repeat_interval_s: int = Field(default=0, ge=0, le=365 * 86400, description="0: never repeat")
     group_wait_s: float = Field(default=0.0, ge=0, le=600)
     enabled: bool = True
     owner_editable: bool | None = Field(

@@ -1,4 +1,4 @@
-"""Logging in, one's own account, and API keys for automation."""
+"""Logging in and out, one's own account, and API keys for automation."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from collector.api.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
     ApiKeyOut,
+    ErrorOut,
     LoginRequest,
     SelfUpdate,
     UserOut,
 )
-from collector.auth import audit, hashing, ratelimit, tokens, users
+from collector.auth import audit, hashing, sessions, users
 from collector.auth.credentials import new_api_key
+from collector.auth.login import Busy, LoginService, Throttled, WrongCredentials, retry_after
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 
@@ -29,39 +31,63 @@ _KEY_COLUMNS = "key_id, name, prefix, created_at, last_used, revoked_at"
     response_model=AccessToken,
     summary="Exchange a user name and password for a short-lived access token",
     description="Send the token as `Authorization: Bearer <token>`. After repeated failures "
-    "for a user name or from an address, logins are refused for a while (429).",
+    "for a user name or from an address, each further attempt must wait a little longer (at "
+    "most `THERMOWATCH_LOGIN_DELAY_MAX_S`); attempts during the wait get 429 with "
+    "`Retry-After` and do not count. When too many passwords are being checked at once the "
+    "answer is 503 with `Retry-After`.",
     responses={
         401: {"description": "Wrong user name or password"},
-        429: {"description": "Too many failures"},
+        429: {"description": "Wait `Retry-After` seconds after recent failures"},
+        503: {"model": ErrorOut, "description": "Too many logins at once; retry shortly"},
     },
 )
-def login(body: LoginRequest, db: DbConn, request: Request) -> AccessToken:
-    settings = request.app.state.settings
+def login(body: LoginRequest, request: Request) -> AccessToken:
+    service: LoginService = request.app.state.login
+    # The peer, or the client a trusted proxy names (THERMOWATCH_TRUSTED_PROXIES, applied by
+    # the server before the request gets here).
     address = request.client.host if request.client else "unknown"
-    window = settings.login_failure_window_s
-    if ratelimit.blocked(
-        db,
-        username=body.username,
-        address=address,
-        limit=settings.login_max_failures,
-        window_s=window,
-    ):
+    try:
+        session = service.login(body.username, body.password, address=address)
+    except Throttled as exc:
         raise HTTPException(
-            status_code=429, detail="too many failed logins", headers={"Retry-After": str(window)}
-        )
-    user_id = users.authenticate(db, body.username, body.password)
-    if user_id is None:
-        ratelimit.record_failure(db, username=body.username, address=address)
+            status_code=429,
+            detail="too many failed logins; wait and try again",
+            headers={"Retry-After": retry_after(exc.retry_after_s)},
+        ) from None
+    except Busy as exc:
+        raise HTTPException(
+            status_code=503,
+            detail="too many logins at once; try again shortly",
+            headers={"Retry-After": retry_after(exc.retry_after_s)},
+        ) from None
+    except WrongCredentials:
         raise HTTPException(
             status_code=401,
             detail="wrong user name or password",
             headers={"WWW-Authenticate": "Bearer"},
+        ) from None
+    return AccessToken(access_token=session.access_token, expires_in=session.expires_in)
+
+
+@router.post(
+    "/logout",
+    status_code=204,
+    summary="End this session, or every session of yours",
+    description="Revokes the access token sent with this request. With `everywhere=true`, "
+    "ends every access token of yours, on every device (API keys stay: revoke those one by "
+    "one). An API key cannot log out; revoke it with `DELETE /api/v1/auth/api-keys/{id}`.",
+    responses={409: {"description": "Sent with an API key"}},
+)
+def logout(db: DbConn, who: CurrentUser, everywhere: bool = False) -> None:
+    if who.token is None:
+        raise HTTPException(
+            status_code=409, detail="an API key is revoked, not logged out (DELETE api-keys)"
         )
-    ratelimit.clear(db, username=body.username, window_s=window)
-    ttl = settings.access_token_ttl_s
-    return AccessToken(
-        access_token=tokens.issue(request.app.state.secret_key, user_id, ttl), expires_in=ttl
-    )
+    sessions.revoke(db, who.token)
+    if everywhere:
+        sessions.end_all(db, who.user_id)
+    audit.record(db, who, "logout", who.username, everywhere=everywhere)
+    db.commit()
 
 
 @router.get("/me", response_model=UserOut, summary="Your own account")
@@ -73,11 +99,25 @@ def me(db: DbConn, who: CurrentUser) -> UserOut:
     "/me",
     response_model=UserOut,
     summary="Change your own password",
-    description="Only the password can be changed here; role and homes are set by admins.",
+    description="Only the password can be changed here; role and homes are set by admins. "
+    "Every session of yours ends, this one too: log in again with the new password.",
+    responses={503: {"model": ErrorOut, "description": "Too many logins at once"}},
 )
-def update_me(body: SelfUpdate, db: DbConn, who: CurrentUser) -> UserOut:
-    if users.authenticate(db, who.username, body.current_password) is None:
+def update_me(body: SelfUpdate, request: Request, db: DbConn, who: CurrentUser) -> UserOut:
+    service: LoginService = request.app.state.login
+    try:
+        # The same cap as logins: this is a password check too.
+        with service.limiter.admit(), service.limiter.slot():
+            right = users.authenticate(db, who.username, body.current_password) is not None
+    except Busy as exc:
+        raise HTTPException(
+            status_code=503,
+            detail="too many logins at once; try again shortly",
+            headers={"Retry-After": retry_after(exc.retry_after_s)},
+        ) from None
+    if not right:
         raise HTTPException(status_code=403, detail="current password is wrong")
+    # The new hash moves the session generation on (a trigger): older tokens stop working.
     db.execute(
         text("UPDATE users SET password_hash = :h WHERE user_id = :u"),
         {"h": hashing.hash_password(body.new_password), "u": who.user_id},

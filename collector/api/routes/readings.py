@@ -15,6 +15,7 @@ from sqlalchemy import Connection, text
 from collector.api.deps import Caps, DbConn, DevicePath, SensorPath
 from collector.api.schemas import (
     Agg,
+    ApiTime,
     Bucket,
     BucketReading,
     RawReading,
@@ -136,8 +137,8 @@ def _readings(
     )
 
 
-Start = Annotated[datetime | None, Query(description="Inclusive, ISO 8601; default end - 24 h")]
-End = Annotated[datetime | None, Query(description="Exclusive, ISO 8601; default now")]
+Start = Annotated[ApiTime | None, Query(description="Inclusive, ISO 8601; default end - 24 h")]
+End = Annotated[ApiTime | None, Query(description="Exclusive, ISO 8601; default now")]
 BucketQ = Annotated[Bucket | None, Query(description="Downsample to this bucket width")]
 AggQ = Annotated[Agg, Query(description="Aggregate per bucket (with `bucket`)")]
 Limit = Annotated[int, Query(ge=1, le=MAX_ROWS)]

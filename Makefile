@@ -37,6 +37,7 @@ bench: setup
 	$(PY) bench/alerts.py
 	$(PY) bench/query.py
 	$(PY) bench/hostile.py
+	$(PY) bench/login.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dist

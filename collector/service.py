@@ -115,4 +115,5 @@ async def run(settings: Settings, *, db_wait_s: float = 30.0) -> None:
         if alerting is not None:
             await asyncio.to_thread(alerting.stop)
         registry.close()
+        app.state.login.close()
         engine.dispose()

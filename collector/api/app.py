@@ -87,7 +87,7 @@ def create_app(
     state.setdefault("settings", pipeline.settings)
     for key, value in state.items():
         setattr(app.state, key, value)
-    app.state.login = LoginService.from_settings(engine, secret_key, state["settings"])
+    app.state.login = LoginService.from_settings(secret_key, state["settings"])
     for router in (health, ingest, auth, devices, readings, homes, users, audit, alerts):
         app.include_router(router.router)
     settings = state["settings"]

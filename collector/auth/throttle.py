@@ -10,8 +10,9 @@ failure, at most ``max_s``. Attempts during the pause are refused (429) and are 
 they do not extend it, and the pause is short: a correct password after it always works.
 
 A successful login makes its (user name, address) pair *known* for ``known_s``. From a known
-pair only the pair's own counter applies: an attacker guessing the owner's password from
-elsewhere slows logins of that name from new addresses, never the owner's from their usual one.
+pair only the pair's own counter applies and counts: an attacker guessing the owner's password
+from elsewhere slows logins of that name from new addresses, never the owner's from their usual
+one (nor does the owner wait on the rows the attacker keeps busy).
 Addresses get more free failures than names, so people behind one NAT do not slow each other.
 
 Rows are keyed by an HMAC of the user name and address under a key derived from the server
@@ -24,10 +25,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Row, text
 
 ADDRESS, PAIR, USER = "address", "pair", "user"
 _CLEANUP_BATCH = 50  # stale rows removed per attempt: the table stays small under any spray
@@ -53,12 +56,13 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One login attempt that was let through, counted as a failure until it succeeds."""
+    """A login attempt: let through (and counted as a failure until it succeeds) or refused."""
 
     keys: tuple[tuple[str, str], ...]
     allowed: bool
     retry_after_s: float = 0.0
     known: bool = False
+    busy: bool = False  # refused for want of room to check the password, not for a pause
     counted: tuple[tuple[str, str], ...] = field(default=())
 
 
@@ -90,6 +94,40 @@ def _delay_sql(failures: str) -> str:
         f"(CASE WHEN {failures} < {_FREE} THEN 0 "
         f"ELSE least(:max, :base * power(2, least({failures} - {_FREE}, 40))) END)"
     )
+
+
+_EFFECTIVE_NOW = _EFFECTIVE.format(now=_NOW)
+# A counter's state: how long its pause still runs (below the free failures there is none, and
+# last_failure may be -infinity, which interval arithmetic refuses) and whether it vouches for
+# its pair.
+_STATE = (
+    f"SELECT scope, key, CASE WHEN {_EFFECTIVE_NOW} < {_FREE} THEN 0 "
+    f"  ELSE extract(epoch FROM last_failure "
+    f"    + make_interval(secs => {_delay_sql(_EFFECTIVE_NOW)}) - {_NOW}) END AS wait_s, "
+    f"  coalesce(known_until > {_NOW}, false) AS known "
+    "FROM login_failures "
+)
+
+Keys = tuple[tuple[str, str], ...]
+
+
+def _bind(keys: Keys, params: dict[str, object]) -> str:
+    """``(scope, key)`` value tuples for SQL, their values added to ``params``."""
+    for i, (scope, key) in enumerate(keys):
+        params[f"s{i}"], params[f"k{i}"] = scope, key
+    return ", ".join(f"(:s{i}, :k{i})" for i in range(len(keys)))
+
+
+def _decide(
+    keys: Keys, rows: Sequence[Row[Any]], known: bool | None = None
+) -> tuple[bool, Keys, float]:
+    """Whether the pair is known, the counters that count for this attempt (from a known pair
+    only the pair's own), and how long the longest of their pauses still runs."""
+    if known is None:
+        known = any(r.known for r in rows if r.scope == PAIR)
+    counted = tuple(k for k in keys if k[0] == PAIR or not known)
+    wait_s = max((float(r.wait_s) for r in rows if (r.scope, r.key) in counted), default=0.0)
+    return known, counted, wait_s
 
 
 class Throttle:
@@ -129,19 +167,39 @@ class Throttle:
             "known": p.known_s,
         }
 
+    def pair_key(self, username: str, address: str) -> str:
+        """The key of the (user name, address) pair, for remembering known pairs in memory."""
+        return next(key for scope, key in self._keys(username, address) if scope == PAIR)
+
     def attempt(
-        self, conn: Connection, *, username: str, address: str, now: datetime | None = None
+        self,
+        conn: Connection,
+        *,
+        username: str,
+        address: str,
+        now: datetime | None = None,
+        room: Callable[[bool], bool] | None = None,
     ) -> Attempt:
         """Let an attempt through (counting it as a failure) or refuse it with the time to wait.
-        Commits: the count must hold before the password is checked."""
+        ``room(known)`` says whether its password could be checked now; when not, the attempt
+        is refused as ``busy`` and nothing is counted. Commits: the count must hold before the
+        password is checked."""
         keys = self._keys(username, address)
         params = self._params(now)
-        values = ", ".join(f"(:s{i}, :k{i})" for i in range(len(keys)))
-        for i, (scope, key) in enumerate(keys):
-            params[f"s{i}"], params[f"k{i}"] = scope, key
-        now_sql = _NOW
-        effective = _EFFECTIVE.format(now=now_sql)
         try:
+            # A plain read first: during an attack nearly every attempt is refused here, without
+            # a lock or a write, so a flood does not queue on the counters' rows.
+            rows = conn.execute(
+                text(_STATE + f"WHERE (scope, key) IN ({_bind(keys, params)})"), params
+            ).all()
+            known, counted, wait_s = _decide(keys, rows)
+            if wait_s > 0 or (room is not None and not room(known)):
+                conn.rollback()
+                return Attempt(
+                    keys, allowed=False, retry_after_s=wait_s, known=known, busy=wait_s <= 0
+                )
+            # Then the same decision under the rows' locks, and the count, in one transaction.
+            values = _bind(counted, params)
             conn.execute(
                 text(
                     f"INSERT INTO login_failures (scope, key) VALUES {values} "
@@ -150,33 +208,20 @@ class Throttle:
                 params,
             )
             rows = conn.execute(
-                text(
-                    f"SELECT scope, {effective} AS failures, "
-                    # Below the free failures there is no pause (and last_failure may be
-                    # -infinity, which interval arithmetic refuses).
-                    f"  CASE WHEN {effective} < {_FREE} THEN 0 "
-                    f"  ELSE extract(epoch FROM last_failure "
-                    f"    + make_interval(secs => {_delay_sql(effective)}) - {now_sql}) "
-                    "  END AS wait_s, "
-                    f"  coalesce(known_until > {now_sql}, false) AS known "
-                    f"FROM login_failures WHERE (scope, key) IN ({values}) "
-                    "ORDER BY scope, key FOR UPDATE"
-                ),
+                text(_STATE + f"WHERE (scope, key) IN ({values}) ORDER BY scope, key FOR UPDATE"),
                 params,
             ).all()
-            known = any(r.known for r in rows if r.scope == PAIR)
-            # From a known pair, only the pair's own failures count.
-            relevant = [r for r in rows if r.scope == PAIR or not known]
-            wait_s = max((float(r.wait_s) for r in relevant), default=0.0)
+            _, _, wait_s = _decide(counted, rows, known=known)
             if wait_s > 0:
                 conn.commit()
                 return Attempt(keys, allowed=False, retry_after_s=wait_s, known=known)
+            effective = _EFFECTIVE.format(now=_NOW)
             conn.execute(
                 text(
                     f"UPDATE login_failures SET failures = {effective} + 1, "
-                    f"  last_failure = {now_sql}, "
-                    f"  expires_at = greatest({now_sql} + make_interval(secs => :forget), "
-                    "                         known_until) "
+                    f"  last_failure = {_NOW}, "
+                    f"  expires_at = greatest({_NOW} + make_interval(secs => :forget), "
+                    "    known_until) "
                     f"WHERE (scope, key) IN ({values})"
                 ),
                 params,
@@ -186,7 +231,7 @@ class Throttle:
         except BaseException:
             conn.rollback()
             raise
-        return Attempt(keys, allowed=True, known=known, counted=keys)
+        return Attempt(keys, allowed=True, known=known, counted=counted)
 
     def failed(self, conn: Connection, attempt: Attempt, *, now: datetime | None = None) -> None:
         """The password was wrong: the pause runs from now (the check itself took a while)."""
@@ -217,9 +262,7 @@ class Throttle:
         if not attempt.counted:
             return
         params = self._params(now)
-        values = ", ".join(f"(:s{i}, :k{i})" for i in range(len(attempt.counted)))
-        for i, (scope, key) in enumerate(attempt.counted):
-            params[f"s{i}"], params[f"k{i}"] = scope, key
+        values = _bind(attempt.counted, params)
         try:
             conn.execute(
                 text(

@@ -31,10 +31,14 @@ def sqlalchemy_url(url: str) -> str:
 API_SESSION_OPTIONS = "-c jit=off"
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, max_overflow: int = 10, pool_timeout_s: float = 30.0
+) -> Engine:
     return create_engine(
         sqlalchemy_url(url),
         pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout_s,
         pool_pre_ping=True,
         connect_args={"options": API_SESSION_OPTIONS},
     )

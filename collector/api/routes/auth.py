@@ -107,7 +107,7 @@ def update_me(body: SelfUpdate, request: Request, db: DbConn, who: CurrentUser) 
     service: LoginService = request.app.state.login
     try:
         # The same cap as logins: this is a password check too.
-        with service.limiter.admit(), service.limiter.slot():
+        with service.hashes.slot():
             right = users.authenticate(db, who.username, body.current_password) is not None
     except Busy as exc:
         raise HTTPException(

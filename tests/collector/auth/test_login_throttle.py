@@ -150,6 +150,18 @@ def test_an_address_gets_more_free_failures_than_a_name(engine: Engine) -> None:
     assert failures == 20
 
 
+def test_an_attempt_without_room_to_check_its_password_counts_nothing(engine: Engine) -> None:
+    throttle, clock = Throttle(SECRET, POLICY), Clock()
+    with engine.connect() as conn:
+        for _ in range(50):  # a flood while every hash slot is taken
+            refused = throttle.attempt(
+                conn, username="dave", address="203.0.113.9", now=clock.now, room=lambda k: False
+            )
+            assert refused.busy and not refused.allowed
+    for _ in range(POLICY.user_free):  # the name's free failures are all still there
+        assert fail(throttle, engine, clock, "dave", "203.0.113.9").allowed
+
+
 def test_counters_forget_after_a_quiet_period(engine: Engine) -> None:
     throttle, clock = Throttle(SECRET, POLICY), Clock()
     for _ in range(8):

@@ -2,42 +2,30 @@
 counted before they are checked, a flood never runs more password hashes than the cap, proxy
 headers count only from a configured proxy, and every login is audited without its password.
 
-The collector trusts 127.0.0.1 as a proxy here, so a test names any client address with
-X-Forwarded-For; a client bound to 127.0.0.2 is an untrusted peer. Pauses start at 30 s, far
-longer than these tests take, so a refused attempt is refused for certain.
+The stack's settings are in people.py.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.collector.auth.stack import Stack, secured_stack
+from tests.collector.auth.people import PEOPLE_SETTINGS
+from tests.collector.auth.stack import Stack
 
-MAX_HASHES = 2
-FREE = 5
-ADDRESS_FREE = 8
+MAX_HASHES = PEOPLE_SETTINGS["login_max_concurrent_hashes"]
+FREE = PEOPLE_SETTINGS["login_free_failures"]
+ADDRESS_FREE = PEOPLE_SETTINGS["login_address_free_failures"]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with secured_stack(
-        tmp_path_factory.mktemp("login"),
-        trusted_proxies="127.0.0.1",
-        login_delay_base_s=30,
-        login_free_failures=FREE,
-        login_address_free_failures=ADDRESS_FREE,
-        login_max_concurrent_hashes=MAX_HASHES,
-        login_hash_queue=2,
-        login_hash_wait_s=30,
-    ) as s:
-        yield s
+@pytest.fixture
+def stack(people_stack: Stack) -> Stack:
+    return people_stack
 
 
 def login(

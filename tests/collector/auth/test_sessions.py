@@ -8,23 +8,23 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 import pytest
 
 from tests.collector.api.alerting import household, rule, send
-from tests.collector.auth.stack import Stack, secured_stack
+from tests.collector.auth.people import PEOPLE_SETTINGS
+from tests.collector.auth.stack import Stack
 from tests.support.net import wait_for
 
-RECHECK_S = 0.3
+RECHECK_S = float(PEOPLE_SETTINGS["stream_recheck_s"])
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with secured_stack(tmp_path_factory.mktemp("sessions"), stream_recheck_s=RECHECK_S) as s:
-        yield s
+@pytest.fixture
+def stack(people_stack: Stack) -> Stack:
+    return people_stack
 
 
 @dataclass
